@@ -166,11 +166,14 @@ class LLMCall(BaseModel):
 
     @model_validator(mode="after")
     def _one_kind_of_body(self) -> "LLMCall":
-        if self.input is None and not self.messages:
-            raise ValueError("give either 'messages' (chat) or 'input' (embeddings)")
         if self.input is not None and self.messages:
             raise ValueError("give 'messages' or 'input', not both")
         return self
+
+    @property
+    def is_empty(self) -> bool:
+        """True until a message or an embedding input is added; the API refuses empty calls."""
+        return self.input is None and not self.messages
 
     @property
     def kind(self) -> Literal["chat", "embedding"]:

@@ -30,6 +30,7 @@ __all__ = [
     "LeaseLost",
     "NewJob",
     "OutboxMessage",
+    "RetryPolicy",
     "Tenant",
 ]
 
@@ -69,6 +70,10 @@ class ClaimedJob:
     attempt: int
     """The fencing token: pass it back to heartbeat/complete/fail."""
     lease_expires_at: float
+    queued_seconds: float
+    """From submission to the first claim."""
+    engine_seconds_before: float
+    """Engine time spent by earlier attempts."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,20 @@ class JobOutcome:
     usage: Usage
     engine_seconds: float
     receipt: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Backoff before a retryable failure or an expired lease is claimable again.
+
+    Attempt ``n`` waits ``min(max_seconds, base_seconds * 2 ** (n - 1))``.
+    """
+
+    base_seconds: float = 1.0
+    max_seconds: float = 300.0
+
+    def delay(self, attempt: int) -> float:
+        return min(self.max_seconds, self.base_seconds * 2 ** max(0, attempt - 1))
 
 
 @dataclass(frozen=True)
@@ -144,7 +163,10 @@ class JobStore(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def create_batch(self, tenant_id: str, callback_url: str | None, metadata: dict[str, str]) -> str: ...
+    async def create_batch(
+        self, tenant_id: str, callback_url: str | None, metadata: dict[str, str], batch_id: str | None = None
+    ) -> str:
+        """Open a batch (``batch.completed`` fires when its jobs end). Re-creating an id is a no-op."""
 
     # -- reading -----------------------------------------------------------------------
     @abc.abstractmethod
