@@ -8,6 +8,7 @@
     result = client.wait_for_job(job_id)
 """
 
+from ._client import AsyncClient, BaseClient, Client
 from ._exceptions import (
     APIError,
     AuthenticationError,
@@ -51,11 +52,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "APIError",
+    "AsyncClient",
     "Attempt",
     "AuthenticationError",
     "BulkItemResult",
+    "BaseClient",
     "BulkJobsResponse",
     "ChatMessage",
+    "Client",
     "ConflictError",
     "ErrorBody",
     "ErrorDetail",

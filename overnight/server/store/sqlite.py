@@ -37,10 +37,9 @@ from ..._models import (
     LLMCall,
     Receipt,
     Usage,
-    WebhookEvent,
     parse_completion_window,
 )
-from ..._webhooks import new_message_id, new_webhook_secret
+from ..._webhooks import build_event, event_body, new_message_id, new_webhook_secret
 from ..events import JobEvents
 from .base import (
     ClaimedJob,
@@ -615,11 +614,11 @@ class SQLiteJobStore(JobStore):
         self, db: aiosqlite.Connection, tenant_id: str, url: str, event_type: str, data: dict[str, Any]
     ) -> None:
         now = self.clock()
-        event = WebhookEvent(type=event_type, timestamp=_dt(now), data=data)  # type: ignore[arg-type]
+        event = build_event(event_type, data, timestamp=_dt(now))
         await db.execute(
             "INSERT INTO webhook_outbox (id, tenant_id, url, event_type, payload, state, next_attempt_at, created_at) "
             "VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
-            (new_message_id(), tenant_id, url, event_type, event.model_dump_json(), now, now),
+            (new_message_id(), tenant_id, url, event_type, event_body(event), now, now),
         )
         self._after_commit.append(self.events.webhook_queued)
 
