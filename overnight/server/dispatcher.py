@@ -216,13 +216,16 @@ class Dispatcher:
     async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await asyncio.sleep(self.config.heartbeat_interval)
-            for job_id, (claimed, _task) in list(self._in_flight.items()):
-                try:
-                    await self.store.heartbeat(job_id, claimed.attempt, self.config.lease_seconds)
-                except LeaseLost:
-                    self._abort(job_id)  # cancelled, expired or re-claimed elsewhere
-                except Exception:
-                    log.exception("heartbeat failed for %s", job_id)
+            await self._heartbeat_once()
+
+    async def _heartbeat_once(self) -> None:
+        for job_id, (claimed, _task) in list(self._in_flight.items()):
+            try:
+                await self.store.heartbeat(job_id, claimed.attempt, self.config.lease_seconds)
+            except LeaseLost:
+                self._abort(job_id)  # cancelled, expired or re-claimed elsewhere
+            except Exception:
+                log.exception("heartbeat failed for %s", job_id)
 
     async def _sweep_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

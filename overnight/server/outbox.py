@@ -105,7 +105,7 @@ class WebhookDeliverer:
         self._poll_interval = poll_interval
         self._max_retry_after = max_retry_after
         self._resolver = resolver
-        self._lease_seconds = 2 * timeout + 30.0
+        self._lease_seconds = timeout + 5.0  # a send never outlives its lease: no double send
         self._wakeup = asyncio.Event()
 
     def wake(self) -> None:

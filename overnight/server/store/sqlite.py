@@ -17,6 +17,7 @@ import asyncio
 import hashlib
 import json
 import secrets
+import sqlite3
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -129,17 +130,26 @@ class SQLiteJobStore(JobStore):
         """One immediate (writer) transaction; events publish only after COMMIT."""
         assert self._db is not None, "call open() first"
         async with self._lock:
-            await self._db.execute("BEGIN IMMEDIATE")
             try:
+                await self._db.execute("BEGIN IMMEDIATE")
                 yield self._db
+                await self._db.execute("COMMIT")
             except BaseException:
+                # Also on cancellation: aiosqlite runs statements in order on its thread, so
+                # this ROLLBACK lands after whatever the cancelled caller had queued.
                 self._after_commit.clear()
-                await self._db.execute("ROLLBACK")
+                await asyncio.shield(self._rollback())
                 raise
-            await self._db.execute("COMMIT")
             callbacks, self._after_commit = self._after_commit, []
         for callback in callbacks:
             callback()
+
+    async def _rollback(self) -> None:
+        assert self._db is not None
+        try:
+            await self._db.execute("ROLLBACK")
+        except sqlite3.OperationalError:
+            pass  # the COMMIT went through before the cancellation was seen
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[aiosqlite.Connection]:
