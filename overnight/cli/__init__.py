@@ -13,7 +13,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from . import jobs, keys, models, serve
+from . import demo, jobs, keys, models, serve
 
 __all__ = ["main"]
 
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="overnight", description="Asynchronous batch LLM inference.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module in (serve, jobs, keys, models):
+    for module in (serve, jobs, keys, models, demo):
         module.add_parser(sub)
     return parser
 
