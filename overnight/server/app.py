@@ -18,7 +18,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Callable
 
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from .._exceptions import AuthenticationError, InvalidRequestError
 from .._hashing import derive_idempotency_key, sha256_hex
@@ -40,6 +40,11 @@ from .metrics import Metrics
 from .store.base import JobFilter, JobStore, NewJob, Tenant
 
 __all__ = ["create_app"]
+
+
+def _json(model: BaseModel, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """Serialize a wire model once, skipping FastAPI's re-validation of the response."""
+    return Response(model.model_dump_json(), status_code=status_code, headers=headers, media_type="application/json")
 
 _RECHECK_SECONDS = 1.0
 """Long polls re-read the store this often, to see jobs finished by another process."""
@@ -110,10 +115,9 @@ def create_app(
     @app.post("/v1/jobs", status_code=201, response_model=Job, tags=["jobs"])
     async def submit_job(
         request: Request,
-        response: Response,
         owner: Tenant = Depends(tenant),
         idempotency_key: str | None = Header(default=None, max_length=255),
-    ) -> Job:
+    ) -> Response:
         call = await validate_call(await read_json(request))
         (outcome,) = await store.submit(owner.id, [new_job(call, idempotency_key)])
         if isinstance(outcome, Exception):
@@ -121,17 +125,15 @@ def create_app(
         job, created = outcome
         if created:
             metrics.jobs_submitted.labels(job.model).inc()
-        else:
-            response.status_code = 200
-            response.headers["Idempotent-Replayed"] = "true"
-        return job
+            return _json(job, 201)
+        return _json(job, 200, {"Idempotent-Replayed": "true"})
 
     @app.post("/v1/jobs/bulk", status_code=201, response_model=BulkJobsResponse, tags=["jobs"])
     async def submit_jobs(
         request: Request,
         owner: Tenant = Depends(tenant),
         idempotency_key: str | None = Header(default=None, max_length=255),
-    ) -> BulkJobsResponse:
+    ) -> Response:
         """Submit many jobs in one transaction. Each item may carry its own ``idempotency_key``;
         otherwise it derives from the request's ``Idempotency-Key`` and the item's index."""
         try:
@@ -168,7 +170,7 @@ def create_app(
                 items[index] = BulkItemResult(index=index, job=outcome[0])
                 if outcome[1]:
                     metrics.jobs_submitted.labels(outcome[0].model).inc()
-        return BulkJobsResponse(batch_id=batch_id, data=[item for item in items if item is not None])
+        return _json(BulkJobsResponse(batch_id=batch_id, data=[item for item in items if item is not None]), 201)
 
     @app.get("/v1/jobs", response_model=JobPage, tags=["jobs"])
     async def list_jobs(
@@ -179,7 +181,7 @@ def create_app(
         batch_id: str | None = None,
         limit: int = Query(default=20, ge=1, le=1000),
         after: str | None = Query(default=None, description="next_cursor of the previous page"),
-    ) -> JobPage:
+    ) -> Response:
         """Newest first. Filter on metadata with ``metadata.<key>=<value>``."""
         metadata = {
             name.removeprefix("metadata."): value
@@ -187,18 +189,18 @@ def create_app(
             if name.startswith("metadata.")
         }
         jobs, cursor = await store.list(owner.id, JobFilter(state, model, batch_id, metadata), limit, after)
-        return JobPage(data=jobs, next_cursor=cursor, has_more=cursor is not None)
+        return _json(JobPage(data=jobs, next_cursor=cursor, has_more=cursor is not None))
 
     @app.get("/v1/jobs/{job_id}", response_model=Job, tags=["jobs"])
-    async def get_job(job_id: str, owner: Tenant = Depends(tenant)) -> Job:
-        return await store.get(owner.id, job_id)
+    async def get_job(job_id: str, owner: Tenant = Depends(tenant)) -> Response:
+        return _json(await store.get(owner.id, job_id))
 
     @app.get("/v1/jobs/{job_id}/wait", response_model=Job, tags=["jobs"])
     async def wait_job(
         job_id: str,
         owner: Tenant = Depends(tenant),
         timeout: float = Query(default=30.0, ge=0.0),
-    ) -> Job:
+    ) -> Response:
         """Long poll: answer the moment the job ends, or with its current state after ``timeout``."""
         deadline = time.monotonic() + min(timeout, config.max_wait_seconds)
         events = getattr(store, "events", None)
@@ -206,7 +208,7 @@ def create_app(
             job = await store.get(owner.id, job_id)
             remaining = deadline - time.monotonic()
             if job.state.is_terminal or remaining <= 0:
-                return job
+                return _json(job)
             step = min(remaining, _RECHECK_SECONDS)
             if events is not None:
                 await events.wait_finished(job_id, step)
@@ -214,8 +216,8 @@ def create_app(
                 await asyncio.sleep(step)
 
     @app.post("/v1/jobs/{job_id}/cancel", response_model=Job, tags=["jobs"])
-    async def cancel_job(job_id: str, owner: Tenant = Depends(tenant)) -> Job:
-        return await store.cancel(owner.id, job_id)
+    async def cancel_job(job_id: str, owner: Tenant = Depends(tenant)) -> Response:
+        return _json(await store.cancel(owner.id, job_id))
 
     # -- keys, receipts, health --------------------------------------------------------
     @app.get("/v1/whoami", tags=["account"])

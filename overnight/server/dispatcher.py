@@ -71,10 +71,19 @@ class Dispatcher:
         self._in_flight: dict[str, tuple[ClaimedJob, asyncio.Task[None]]] = {}
         self._per_model: dict[str, int] = defaultdict(int)
         self._wake = asyncio.Event()
+        self._maybe_queued: set[str] = set(engine.models)
+        """Models whose last claim came back full (or that got new work): worth claiming again."""
+        self._completions: list[tuple[ClaimedJob, JobOutcome, asyncio.Future[None]]] = []
+        self._completions_ready = asyncio.Event()
+        self._closing = False
         events = getattr(store, "events", None)
         if events is not None:
-            events.on_submitted(self._wake.set)
+            events.on_submitted(self._work_submitted)
             events.on_cancel(self._abort)
+
+    def _work_submitted(self) -> None:
+        self._maybe_queued.update(self.engine.models)
+        self._wake.set()
 
     @property
     def in_flight(self) -> int:
@@ -86,6 +95,7 @@ class Dispatcher:
             asyncio.create_task(self._heartbeat_loop(stop)),
             asyncio.create_task(self._sweep_loop(stop)),
         ]
+        completer = asyncio.create_task(self._completion_loop())
         stop_wait = asyncio.create_task(stop.wait())
         try:
             while not stop.is_set():
@@ -98,22 +108,25 @@ class Dispatcher:
                     return_when=asyncio.FIRST_COMPLETED,
                 )
                 wake_wait.cancel()
+                if not self._wake.is_set():  # the poll interval passed: look again
+                    self._maybe_queued.update(self.engine.models)
         finally:
             stop_wait.cancel()
             for task in background:
                 task.cancel()
-            await self._release_in_flight()
+            await self._release_in_flight(completer)
 
     async def fill(self) -> int:
         """Claim up to the engine's free capacity for every model; return how many started."""
         started = 0
         for model in self.engine.models:
             free = self.engine.capacity(model) - self._per_model[model]
-            if free <= 0:
+            if free <= 0 or model not in self._maybe_queued:
                 continue
-            for claimed in await self.store.claim(
-                model, free, self.config.worker_id, self.config.lease_seconds
-            ):
+            claimed_jobs = await self.store.claim(model, free, self.config.worker_id, self.config.lease_seconds)
+            if len(claimed_jobs) < free:
+                self._maybe_queued.discard(model)
+            for claimed in claimed_jobs:
                 self._per_model[model] += 1
                 task = asyncio.create_task(self._run_one(claimed), name=f"job:{claimed.id}")
                 self._in_flight[claimed.id] = (claimed, task)
@@ -170,16 +183,34 @@ class Dispatcher:
                 usage=result.usage,
                 timings=timings,
             ).model_dump(mode="json")
-        try:
-            job = await self.store.complete(
-                claimed.id,
-                claimed.attempt,
-                JobOutcome(result.response, result.usage, result.engine_seconds, receipt),
-            )
-        except LeaseLost:
-            log.info("job %s: result of attempt %d dropped, lease lost", claimed.id, claimed.attempt)
-            return
-        self._record(job.model, "succeeded", job)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        outcome = JobOutcome(result.response, result.usage, result.engine_seconds, receipt)
+        self._completions.append((claimed, outcome, done))
+        self._completions_ready.set()
+        await done
+
+    async def _completion_loop(self) -> None:
+        """Group commit: every result that arrived while the last write ran goes in the next one."""
+        while True:
+            await self._completions_ready.wait()
+            self._completions_ready.clear()
+            if not self._completions:
+                if self._closing:
+                    return
+                continue
+            batch, self._completions = self._completions, []
+            try:
+                results = await self.store.complete_many([(c.id, c.attempt, o) for c, o, _ in batch])
+            except Exception as exc:
+                log.exception("writing %d results failed; their leases will expire and retry", len(batch))
+                results = [exc] * len(batch)
+            for (claimed, _outcome, done), result in zip(batch, results):
+                if isinstance(result, LeaseLost):
+                    log.info("job %s: result of attempt %d dropped, lease lost", claimed.id, claimed.attempt)
+                elif not isinstance(result, Exception):
+                    self._record(result.model, "succeeded", result)
+                if not done.done():
+                    done.set_result(None)
 
     async def _fail(self, claimed: ClaimedJob, error: JobError) -> None:
         try:
@@ -236,12 +267,15 @@ class Dispatcher:
                 log.exception("sweep failed")
             await asyncio.sleep(self.config.sweep_interval)
 
-    async def _release_in_flight(self) -> None:
-        """On shutdown: stop local work and hand the jobs back to the queue at once."""
+    async def _release_in_flight(self, completer: asyncio.Task[None]) -> None:
+        """On shutdown: stop local work, write the results already in, requeue the rest."""
         entries = list(self._in_flight.values())
         for _claimed, task in entries:
             task.cancel()
         await asyncio.gather(*(task for _c, task in entries), return_exceptions=True)
+        self._closing = True
+        self._completions_ready.set()
+        await completer
         for claimed, _task in entries:
             await self._engine_cancel(claimed.id)
             try:
@@ -251,4 +285,4 @@ class Dispatcher:
                     JobError(code="worker_shutdown", message="the dispatcher stopped; retrying", retryable=True),
                 )
             except LeaseLost:
-                pass
+                pass  # its result was written, or it was cancelled meanwhile

@@ -199,6 +199,10 @@ class JobStore(abc.ABC):
         """Mark succeeded, store the result and queue its webhook; raise LeaseLost if stale."""
 
     @abc.abstractmethod
+    async def complete_many(self, items: Sequence[tuple[str, int, JobOutcome]]) -> list[Job | LeaseLost]:
+        """``complete`` for many jobs in one transaction (group commit); stale items come back as LeaseLost."""
+
+    @abc.abstractmethod
     async def fail(self, job_id: str, attempt: int, error: JobError) -> Job:
         """End the attempt. Retryable errors requeue with backoff until ``max_attempts``."""
 

@@ -434,16 +434,31 @@ class SQLiteJobStore(JobStore):
                 raise LeaseLost(f"job {job_id} attempt {attempt} no longer holds the lease")
 
     async def complete(self, job_id: str, attempt: int, outcome: JobOutcome) -> Job:
+        (result,) = await self.complete_many([(job_id, attempt, outcome)])
+        if isinstance(result, LeaseLost):
+            raise result
+        return result
+
+    async def complete_many(self, items: Sequence[tuple[str, int, JobOutcome]]) -> list[Job | LeaseLost]:
+        moved: list[bool] = []
         async with self._write() as db:
-            moved = await self._transition(
-                db, job_id, JobState.SUCCEEDED, attempt=attempt,
-                result=canonical_json(outcome.result), usage=outcome.usage.model_dump_json(),
-                receipt=canonical_json(outcome.receipt) if outcome.receipt else None,
-                engine_seconds_add=outcome.engine_seconds,
-            )
-            if not moved:
-                raise LeaseLost(f"job {job_id} attempt {attempt} no longer holds the lease; result dropped")
-            return await self._get(db, None, job_id)
+            for job_id, attempt, outcome in items:
+                moved.append(
+                    await self._transition(
+                        db, job_id, JobState.SUCCEEDED, attempt=attempt,
+                        result=canonical_json(outcome.result), usage=outcome.usage.model_dump_json(),
+                        receipt=canonical_json(outcome.receipt) if outcome.receipt else None,
+                        engine_seconds_add=outcome.engine_seconds,
+                    )
+                )
+            done_ids = [job_id for (job_id, _, _), ok in zip(items, moved) if ok]
+            marks = ",".join("?" * len(done_ids))
+            rows = await (await db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id IN ({marks})", done_ids)).fetchall()
+            jobs = {job.id: job for job in await self._jobs_from_rows(db, rows)}
+        return [
+            jobs[job_id] if ok else LeaseLost(f"job {job_id} attempt {attempt} no longer holds the lease; result dropped")
+            for (job_id, attempt, _), ok in zip(items, moved)
+        ]
 
     async def fail(self, job_id: str, attempt: int, error: JobError) -> Job:
         async with self._write() as db:
