@@ -84,7 +84,7 @@ def test_sigkill_mid_run_loses_nothing_and_delivers_nothing_twice(tmp_path):
     with WebhookReceiver(server.webhook_secret) as receiver:
         server.start()
         client = Client(api_key=server.api_key, base_url=server.url)
-        calls = [LLMCall(model="smollm2-135m").add_user_message("slow:0.05") for _ in range(200)]
+        calls = [LLMCall(model="smollm2-135m").add_user_message("slow:0.5") for _ in range(200)]
         for call in calls:
             call.callback_url = receiver.url
         items = client.send_jobs(calls)

@@ -253,21 +253,26 @@ async def test_two_stores_on_one_database_never_claim_a_job_twice(tmp_path):
     a, b = SQLiteJobStore(path), SQLiteJobStore(path)
     await a.open()
     await b.open()
-    tenant = await a.create_tenant("acme")
-    await a.submit(tenant.id, [new_job(f"j{i}") for i in range(300)])
-    claimed: dict[str, list[str]] = {"a": [], "b": []}
+    try:
+        tenant = await a.create_tenant("acme")
+        await a.submit(tenant.id, [new_job(f"j{i}") for i in range(300)])
+        claimed: dict[str, list[str]] = {"a": [], "b": []}
 
-    async def drain(name: str, store: SQLiteJobStore) -> None:
-        while batch := await store.claim(MODEL, 7, name, 30):
-            for job in batch:
-                claimed[name].append(job.id)
-                await store.complete(job.id, job.attempt, outcome())
+        async def drain(name: str, store: SQLiteJobStore, first: list) -> None:
+            batch = first
+            while batch:
+                for job in batch:
+                    claimed[name].append(job.id)
+                    await store.complete(job.id, job.attempt, outcome())
+                batch = await store.claim(MODEL, 7, name, 30)
 
-    await asyncio.gather(drain("a", a), drain("b", b))
-    everything = claimed["a"] + claimed["b"]
-    assert len(everything) == 300 and len(set(everything)) == 300
-    assert claimed["a"] and claimed["b"]  # both really took part
-    counts = await a.count_by_state()
-    assert counts == {(MODEL, "succeeded"): 300}
-    await a.close()
-    await b.close()
+        # each holds leases before the race starts, so both surely take part
+        first_a, first_b = await a.claim(MODEL, 7, "a", 30), await b.claim(MODEL, 7, "b", 30)
+        assert not {j.id for j in first_a} & {j.id for j in first_b}
+        await asyncio.gather(drain("a", a, first_a), drain("b", b, first_b))
+        everything = claimed["a"] + claimed["b"]
+        assert len(everything) == 300 and len(set(everything)) == 300
+        assert await a.count_by_state() == {(MODEL, "succeeded"): 300}
+    finally:
+        await a.close()
+        await b.close()
