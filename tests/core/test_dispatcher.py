@@ -38,10 +38,17 @@ class Running:
         await self.task
 
 
-async def wait_all(store, tenant, jobs):
+async def wait_all(store, tenant, jobs, deadline: float = 30.0):
+    """Wait until every job is final; re-read the store so work finished elsewhere counts too."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + deadline
+    finished = []
     for job in jobs:
-        await store.events.wait_finished(job.id, 10) if not (await store.get(tenant.id, job.id)).state.is_terminal else None
-    return [await store.get(tenant.id, job.id) for job in jobs]
+        while not (current := await store.get(tenant.id, job.id)).state.is_terminal:
+            assert loop.time() < give_up, f"{job.id} still {current.state.value}"
+            await store.events.wait_finished(job.id, 0.1)
+        finished.append(current)
+    return finished
 
 
 async def test_runs_every_job_without_exceeding_engine_capacity(store, tenant):
@@ -118,3 +125,27 @@ async def test_lease_lost_elsewhere_aborts_local_work(store, tenant, clock):
     while dispatcher.in_flight:
         await asyncio.sleep(0)
     assert engine.cancelled == [job.id]
+
+
+async def test_two_dispatchers_on_one_database_run_each_job_once(tmp_path):
+    """Two dispatchers, each with its own store connection, share one SQLite file."""
+    path = str(tmp_path / "shared.db")
+    stores = [SQLiteJobStore(path), SQLiteJobStore(path)]
+    for store in stores:
+        await store.open()
+    try:
+        tenant = await stores[0].create_tenant("acme")
+        jobs = await submit(stores[0], tenant, *["slow:0.005" for _ in range(200)])
+        engines = [EchoEngine(capacity=8), EchoEngine(capacity=8)]
+        dispatchers = [Dispatcher(s, e, DispatcherConfig(worker_id=f"d{i}")) for i, (s, e) in enumerate(zip(stores, engines))]
+        # both hold work before the race: each claims its first capacity-full
+        assert [await d.fill() for d in dispatchers] == [8, 8]
+        async with Running(dispatchers[0]), Running(dispatchers[1]):
+            done = await wait_all(stores[0], tenant, jobs)
+        assert all(job.state is JobState.SUCCEEDED and len(job.attempts) == 1 for job in done)
+        runs = engines[0].runs + engines[1].runs
+        assert len(runs) == 200 and set(runs.values()) == {1}
+        assert {job.attempts[0].worker for job in done} == {"d0", "d1"}
+    finally:
+        for store in stores:
+            await store.close()
