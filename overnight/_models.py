@@ -123,8 +123,11 @@ class LLMCall(BaseModel):
 
     model: str = Field(min_length=1, max_length=200)
     messages: list[ChatMessage] = Field(default_factory=list)
+    prompt: str | None = Field(
+        default=None, max_length=1_000_000, description="Raw text completion (no chat template)."
+    )
     input: str | list[str] | None = Field(
-        default=None, description="Embedding input; mutually exclusive with messages."
+        default=None, description="Embedding input; mutually exclusive with messages and prompt."
     )
     max_tokens: int | None = Field(default=None, ge=1, le=131072)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
@@ -166,18 +169,20 @@ class LLMCall(BaseModel):
 
     @model_validator(mode="after")
     def _one_kind_of_body(self) -> "LLMCall":
-        if self.input is not None and self.messages:
-            raise ValueError("give 'messages' or 'input', not both")
+        if sum((bool(self.messages), self.prompt is not None, self.input is not None)) > 1:
+            raise ValueError("give one of 'messages' (chat), 'prompt' (completion) or 'input' (embeddings)")
         return self
 
     @property
     def is_empty(self) -> bool:
-        """True until a message or an embedding input is added; the API refuses empty calls."""
-        return self.input is None and not self.messages
+        """True until a message, a prompt or an embedding input is added; the API refuses empty calls."""
+        return self.input is None and self.prompt is None and not self.messages
 
     @property
-    def kind(self) -> Literal["chat", "embedding"]:
-        return "embedding" if self.input is not None else "chat"
+    def kind(self) -> Literal["chat", "completion", "embedding"]:
+        if self.input is not None:
+            return "embedding"
+        return "completion" if self.prompt is not None else "chat"
 
     def add_message(self, role: str, content: str) -> "LLMCall":
         self.messages.append(ChatMessage(role=role, content=content))  # type: ignore[arg-type]

@@ -75,6 +75,47 @@ class EngineResult:
         return cls(response=response, usage=usage, engine_seconds=engine_seconds)
 
 
+    @classmethod
+    def completion(
+        cls,
+        text: str,
+        *,
+        prompt_tokens: int,
+        completion_tokens: int,
+        finish_reason: str = "stop",
+        model: str = "",
+        engine_seconds: float = 0.0,
+    ) -> "EngineResult":
+        """A ``text_completion`` response, for ``prompt`` (non-chat) calls."""
+        usage = Usage(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens,
+        )
+        response = {
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}],
+            "usage": usage.model_dump(),
+        }
+        return cls(response=response, usage=usage, engine_seconds=engine_seconds)
+
+    @classmethod
+    def embeddings(
+        cls, vectors: list[list[float]], *, prompt_tokens: int, model: str = "", engine_seconds: float = 0.0
+    ) -> "EngineResult":
+        """An embeddings ``list`` response, for ``input`` calls."""
+        usage = Usage(prompt_tokens=prompt_tokens, total_tokens=prompt_tokens)
+        response = {
+            "object": "list",
+            "model": model,
+            "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
+            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+        }
+        return cls(response=response, usage=usage, engine_seconds=engine_seconds)
+
+
 class EngineError(Exception):
     """An attempt failed. ``retryable=True`` sends the job back to the queue."""
 

@@ -36,7 +36,11 @@ class EchoEngine:
         self.max_concurrent = max(self.max_concurrent, self._running)
         self.started.put_nowait(job.id)
         try:
-            text = job.request.messages[-1].content if job.request.messages else ""
+            request = job.request
+            if request.input is not None:
+                inputs = [request.input] if isinstance(request.input, str) else request.input
+                return EngineResult.embeddings([[float(len(t)), 1.0] for t in inputs], prompt_tokens=len(inputs), model=job.model)
+            text = request.messages[-1].content if request.messages else request.prompt or ""
             if text == "hang":
                 await asyncio.Event().wait()
             if text == "fail-retryable" or (text == "fail-once" and job.attempt == 1):
@@ -46,9 +50,8 @@ class EchoEngine:
             if text.startswith("slow:"):
                 await asyncio.sleep(float(text.split(":", 1)[1]))
             reply = f"echo: {text}"
-            return EngineResult.chat(
-                reply, prompt_tokens=len(text.split()), completion_tokens=len(reply.split()), model=job.model
-            )
+            make = EngineResult.completion if request.prompt is not None else EngineResult.chat
+            return make(reply, prompt_tokens=len(text.split()), completion_tokens=len(reply.split()), model=job.model)
         finally:
             self._running -= 1
 

@@ -37,6 +37,7 @@ from .callbacks import check_callback_url
 from .config import ServerConfig
 from .http_errors import BodySizeLimit, install_error_handlers, validation_error
 from .metrics import Metrics
+from .openai_compat import openai_router
 from .store.base import JobFilter, JobStore, NewJob, Tenant
 
 __all__ = ["create_app"]
@@ -92,9 +93,13 @@ def create_app(
             call = LLMCall.model_validate(data)
         except ValidationError as exc:
             raise validation_error(exc, prefix)
+        return await check_call(call, prefix)
+
+    async def check_call(call: LLMCall, prefix: str = "") -> LLMCall:
+        """What the wire model cannot know: a body is present, the model runs here, the callback is safe."""
         if call.is_empty:
             raise InvalidRequestError(
-                "Give either 'messages' (chat) or 'input' (embeddings).",
+                "Give 'messages' (chat), 'prompt' (completion) or 'input' (embeddings).",
                 param=f"{prefix}.messages" if prefix else "messages",
                 status_code=422,
             )
@@ -111,6 +116,14 @@ def create_app(
     def new_job(call: LLMCall, key: str | None, batch_id: str | None = None) -> NewJob:
         return NewJob(call, sha256_hex(call.model_dump(mode="json")), key, batch_id)
 
+    async def submit_one(owner: Tenant, call: LLMCall, key: str | None) -> tuple[Job, bool]:
+        (outcome,) = await store.submit(owner.id, [new_job(await check_call(call), key)])
+        if isinstance(outcome, Exception):
+            raise outcome
+        if outcome[1]:
+            metrics.jobs_submitted.labels(outcome[0].model).inc()
+        return outcome
+
     # -- jobs --------------------------------------------------------------------------
     @app.post("/v1/jobs", status_code=201, response_model=Job, tags=["jobs"])
     async def submit_job(
@@ -119,12 +132,8 @@ def create_app(
         idempotency_key: str | None = Header(default=None, max_length=255),
     ) -> Response:
         call = await validate_call(await read_json(request))
-        (outcome,) = await store.submit(owner.id, [new_job(call, idempotency_key)])
-        if isinstance(outcome, Exception):
-            raise outcome
-        job, created = outcome
+        job, created = await submit_one(owner, call, idempotency_key)
         if created:
-            metrics.jobs_submitted.labels(job.model).inc()
             return _json(job, 201)
         return _json(job, 200, {"Idempotent-Replayed": "true"})
 
@@ -242,6 +251,10 @@ def create_app(
         if signer is None:
             raise InvalidRequestError("This service does not sign receipts.", code="receipts_disabled", status_code=404)
         return {"key_id": signer.key_id, "algorithm": "ed25519", "public_key": signer.public_key_b64(), "pem": signer.public_key_pem()}
+
+    app.include_router(
+        openai_router(tenant, store, submit_one, config.models, events=getattr(store, "events", None))
+    )
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, Any]:
