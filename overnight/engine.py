@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 from ._models import LLMCall, Priority, Usage
 
@@ -33,6 +33,8 @@ class EngineJob:
     request: LLMCall
     priority: Priority
     attempt: int
+    on_text: Callable[[str], None] | None = field(default=None, compare=False)
+    """When set, a streaming engine calls it with each new piece of output text."""
 
 
 @dataclass

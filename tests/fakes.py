@@ -50,6 +50,10 @@ class EchoEngine:
             if text.startswith("slow:"):
                 await asyncio.sleep(float(text.split(":", 1)[1]))
             reply = f"echo: {text}"
+            if job.on_text is not None:
+                for word in reply.split(" "):
+                    job.on_text(word if word == reply.split(" ")[0] else f" {word}")
+                    await asyncio.sleep(0)  # let the stream flush between pieces
             make = EngineResult.completion if request.prompt is not None else EngineResult.chat
             return make(reply, prompt_tokens=len(text.split()), completion_tokens=len(reply.split()), model=job.model)
         finally:

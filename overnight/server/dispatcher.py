@@ -143,12 +143,14 @@ class Dispatcher:
             self._wake.set()
 
     async def _execute(self, claimed: ClaimedJob) -> None:
+        events = getattr(self.store, "events", None)
         engine_job = EngineJob(
             id=claimed.id,
             model=claimed.model,
             request=claimed.request,
             priority=_PRIORITY_BY_RANK[claimed.priority_rank],
             attempt=claimed.attempt,
+            on_text=(lambda text: events.job_text(claimed.id, text)) if events and events.wants_text(claimed.id) else None,
         )
         started = time.monotonic()
         try:

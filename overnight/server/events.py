@@ -25,6 +25,7 @@ class JobEvents:
         self._on_cancel: list[Callable[[str], None]] = []
         self._on_submitted: list[Callable[[], None]] = []
         self._on_webhook: list[Callable[[], None]] = []
+        self._text: dict[str, list[asyncio.Queue[str]]] = defaultdict(list)
 
     # -- publishers (the store) ------------------------------------------------------
     def job_finished(self, job_id: str) -> None:
@@ -34,6 +35,11 @@ class JobEvents:
     def job_cancelled(self, job_id: str) -> None:
         for listener in self._on_cancel:
             listener(job_id)
+
+    def job_text(self, job_id: str, text: str) -> None:
+        """New output text of a running job (the engine streams it through the dispatcher)."""
+        for subscriber in self._text.get(job_id, ()):
+            subscriber.put_nowait(text)
 
     def jobs_submitted(self) -> None:
         for listener in self._on_submitted:
@@ -52,6 +58,22 @@ class JobEvents:
 
     def on_webhook(self, listener: Callable[[], None]) -> None:
         self._on_webhook.append(listener)
+
+    def subscribe_text(self, job_id: str) -> asyncio.Queue[str]:
+        """Receive ``job_text`` pieces of ``job_id`` until :meth:`unsubscribe_text`."""
+        subscriber: asyncio.Queue[str] = asyncio.Queue()
+        self._text[job_id].append(subscriber)
+        return subscriber
+
+    def unsubscribe_text(self, job_id: str, subscriber: asyncio.Queue[str]) -> None:
+        subscribers = self._text.get(job_id, [])
+        if subscriber in subscribers:
+            subscribers.remove(subscriber)
+        if not subscribers:
+            self._text.pop(job_id, None)
+
+    def wants_text(self, job_id: str) -> bool:
+        return job_id in self._text
 
     async def wait_finished(self, job_id: str, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for ``job_finished(job_id)``."""

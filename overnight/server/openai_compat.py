@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Request, Response
+from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
@@ -172,7 +172,8 @@ def openai_router(
         body = await _json_body(request)
         call = chat_call(body, "chat")
         if body.get("stream"):
-            return await _stream(request, owner, call, idempotency_key)
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return await _stream(request, owner, call, idempotency_key, include_usage)
         job = await run_to_end(request, owner, call, idempotency_key)
         return respond(job, {**finished(job), "id": f"chatcmpl-{job.id}", "model": job.model})
 
@@ -199,8 +200,65 @@ def openai_router(
             "data": [{"id": name, "object": "model", "created": 0, "owned_by": "overnight"} for name in models],
         }
 
-    async def _stream(request: Request, owner: Tenant, call: LLMCall, key: str | None) -> Response:
-        raise InvalidRequestError("stream=true is not available yet.", code="unsupported_parameter", param="stream")
+    async def _stream(request: Request, owner: Tenant, call: LLMCall, key: str | None, include_usage: bool) -> Response:
+        """Server-sent events in OpenAI's chunk format, forwarding text as the engine makes it."""
+        if events is None:
+            raise InvalidRequestError("This deployment cannot stream.", code="unsupported_parameter", param="stream")
+        job, _created = await submit(owner, call, key)
+        pieces = events.subscribe_text(job.id)  # before we yield: the dispatcher has not claimed it yet
+
+        def chunk(delta: dict[str, Any], finish_reason: str | None = None, usage: Any = None) -> str:
+            body: dict[str, Any] = {
+                "id": f"chatcmpl-{job.id}", "object": "chat.completion.chunk", "created": int(time.time()),
+                "model": job.model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}] if usage is None else [],
+            }
+            if usage is not None:
+                body["usage"] = usage
+            return f"data: {json.dumps(body)}\n\n"
+
+        async def stream() -> AsyncIterator[str]:
+            sent = ""
+            current = job
+            try:
+                yield chunk({"role": "assistant", "content": ""})
+                while not current.state.is_terminal:
+                    try:
+                        piece = await asyncio.wait_for(pieces.get(), _DISCONNECT_CHECK_SECONDS)
+                    except asyncio.TimeoutError:
+                        current = await store.get(owner.id, job.id)
+                        continue
+                    sent += piece
+                    yield chunk({"content": piece})
+                current = await store.get(owner.id, job.id)
+                if current.state is not JobState.SUCCEEDED or current.result is None:
+                    error = current.error
+                    failure = {"message": error.message if error else current.state.value, "type": "server_error",
+                               "param": None, "code": error.code if error else current.state.value}
+                    yield f"data: {json.dumps({'error': failure})}\n\n"
+                    return
+                text = current.text or ""
+                if text.startswith(sent) and len(text) > len(sent):
+                    yield chunk({"content": text[len(sent):]})  # what no streaming engine forwarded
+                finish = current.result["choices"][0].get("finish_reason") or "stop"
+                yield chunk({}, finish)
+                if include_usage:
+                    yield chunk({}, usage=current.result.get("usage"))
+                yield "data: [DONE]\n\n"
+            except asyncio.CancelledError:  # the client went away mid-stream
+                if not current.state.is_terminal:
+                    await asyncio.shield(_cancel_quietly(owner, job.id))
+                raise
+            finally:
+                events.unsubscribe_text(job.id, pieces)
+
+        return StreamingResponse(stream(), media_type="text/event-stream", headers={"x-request-id": job.id})
+
+    async def _cancel_quietly(owner: Tenant, job_id: str) -> None:
+        try:
+            await store.cancel(owner.id, job_id)
+        except OvernightError:
+            pass  # it finished meanwhile
 
     return router
 

@@ -112,3 +112,17 @@ async def test_client_disconnect_cancels_the_job(store, tenant, tmp_path):
         await asyncio.sleep(0)
     stop.set()
     await dispatcher
+
+
+async def test_stream_yields_chunks_that_join_to_the_full_answer(running):
+    client, _ = running
+    stream = await client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "one two three"}], stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = [chunk async for chunk in stream]
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(pieces) == 4  # the engine's pieces were forwarded one by one
+    assert "".join(pieces) == "echo: one two three"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].usage.completion_tokens == 4
