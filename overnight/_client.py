@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from ._exceptions import APIError, TransportError, WaitTimeout, JobFailedError, error_from_response
 from ._hashing import derive_idempotency_key, new_idempotency_key
-from ._models import BulkItemResult, BulkJobsResponse, Job, JobPage, JobState, LLMCall, WebhookEvent
+from ._models import BulkItemResult, BulkJobsResponse, Job, JobPage, JobState, LLMCall, Priority, WebhookEvent
 from ._webhooks import verify_webhook as _verify_webhook
 
 __all__ = ["AsyncClient", "BaseClient", "Client"]
@@ -84,7 +84,7 @@ class BaseClient:
         if metadata:
             updates["metadata"] = {**call.metadata, **metadata}
         if priority is not None:
-            updates["priority"] = priority
+            updates["priority"] = Priority(priority)
         return call.model_copy(update=updates).model_dump(mode="json", exclude_none=True)
 
     @staticmethod

@@ -24,6 +24,9 @@ __all__ = [
     "Attempt",
     "BulkItemResult",
     "BulkJobsRequest",
+    "BatchError",
+    "BatchErrors",
+    "BatchRequestCounts",
     "BulkJobsResponse",
     "ChatMessage",
     "ErrorBody",
@@ -34,6 +37,8 @@ __all__ = [
     "JobState",
     "JobTimings",
     "LLMCall",
+    "OpenAIBatch",
+    "OpenAIFile",
     "Priority",
     "Receipt",
     "TERMINAL_STATES",
@@ -329,6 +334,66 @@ class WebhookEvent(BaseModel):
     type: WebhookEventType
     timestamp: datetime
     data: dict[str, Any]
+
+
+class OpenAIFile(BaseModel):
+    """OpenAI's ``file`` object."""
+
+    id: str
+    object: Literal["file"] = "file"
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: str
+    status: str = "processed"
+
+
+class BatchRequestCounts(BaseModel):
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+
+
+class BatchError(BaseModel):
+    code: str
+    message: str
+    param: str | None = None
+    line: int | None = None
+
+
+class BatchErrors(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[BatchError] = Field(default_factory=list)
+
+
+OpenAIBatchStatus = Literal[
+    "validating", "in_progress", "finalizing", "completed", "failed", "expired", "cancelling", "cancelled"
+]
+
+
+class OpenAIBatch(BaseModel):
+    """OpenAI's ``batch`` object; each input line runs as one job of this batch."""
+
+    id: str
+    object: Literal["batch"] = "batch"
+    endpoint: str
+    input_file_id: str
+    completion_window: str
+    status: OpenAIBatchStatus
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    errors: BatchErrors | None = None
+    created_at: int
+    expires_at: int | None = None
+    in_progress_at: int | None = None
+    finalizing_at: int | None = None
+    completed_at: int | None = None
+    failed_at: int | None = None
+    expired_at: int | None = None
+    cancelling_at: int | None = None
+    cancelled_at: int | None = None
+    request_counts: BatchRequestCounts = Field(default_factory=BatchRequestCounts)
+    metadata: dict[str, str] | None = None
 
 
 class ErrorDetail(BaseModel):

@@ -37,6 +37,7 @@ from .callbacks import check_callback_url
 from .config import ServerConfig
 from .http_errors import BodySizeLimit, install_error_handlers, validation_error
 from .metrics import Metrics
+from .openai_batches import BatchRunner, openai_batch_router
 from .openai_compat import openai_router
 from .store.base import JobFilter, JobStore, NewJob, Tenant
 
@@ -62,7 +63,9 @@ def create_app(
     """Build the API over ``store``. ``lifespan`` starts background work (dispatcher, webhooks)."""
     metrics = metrics or Metrics()
     app = FastAPI(title="Overnight", version="0.1.0", lifespan=lifespan)
-    app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit, max_bytes=config.max_body_bytes, per_path={"/v1/files": config.max_file_bytes}
+    )
     install_error_handlers(app)
     app.state.store = store
     app.state.metrics = metrics
@@ -252,9 +255,26 @@ def create_app(
             raise InvalidRequestError("This service does not sign receipts.", code="receipts_disabled", status_code=404)
         return {"key_id": signer.key_id, "algorithm": "ed25519", "public_key": signer.public_key_b64(), "pem": signer.public_key_pem()}
 
-    app.include_router(
-        openai_router(tenant, store, submit_one, config.models, events=getattr(store, "events", None))
-    )
+    events = getattr(store, "events", None)
+    app.include_router(openai_router(tenant, store, submit_one, config.models, events=events))
+    batch_runner = BatchRunner(store, config.files_dir, config.models, events=events)
+    app.state.batch_runner = batch_runner
+    app.include_router(openai_batch_router(tenant, store, config.files_dir, batch_runner))
+
+    @app.get("/v1/webhook-endpoint", tags=["account"])
+    async def get_webhook_endpoint(owner: Tenant = Depends(tenant)) -> dict[str, str | None]:
+        """Where tenant-level events (OpenAI ``batch.completed`` and friends) are sent."""
+        return {"url": owner.webhook_url}
+
+    @app.put("/v1/webhook-endpoint", tags=["account"])
+    async def set_webhook_endpoint(request: Request, owner: Tenant = Depends(tenant)) -> dict[str, str | None]:
+        body = await read_json(request)
+        url = body.get("url") if isinstance(body, dict) else None
+        if url is not None:
+            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+                raise InvalidRequestError("url must be an http(s) URL, or null to remove it.", param="url")
+            await check_callback_url(url, config.callback_policy)
+        return {"url": (await store.set_webhook_url(owner.id, url)).webhook_url}
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, Any]:

@@ -31,6 +31,8 @@ class ServerConfig:
     """Models this gateway accepts jobs for (the engine must serve them)."""
     max_body_bytes: int = 16 * 1024 * 1024
     """Larger request bodies are refused with 413."""
+    max_file_bytes: int = 200 * 1024 * 1024
+    """Largest OpenAI batch input file accepted by ``POST /v1/files`` (413 beyond)."""
     max_wait_seconds: float = 60.0
     """Upper bound of ``GET /v1/jobs/{id}/wait?timeout=``."""
     callback_policy: CallbackPolicy = field(default_factory=CallbackPolicy)
@@ -41,6 +43,11 @@ class ServerConfig:
     @property
     def database_path(self) -> str:
         return self.database or str(self.data_dir / "overnight.db")
+
+    @property
+    def files_dir(self) -> Path:
+        """OpenAI batch input and output files."""
+        return self.data_dir / "files"
 
     @property
     def receipt_key_path(self) -> Path:

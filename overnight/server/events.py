@@ -26,6 +26,7 @@ class JobEvents:
         self._on_submitted: list[Callable[[], None]] = []
         self._on_webhook: list[Callable[[], None]] = []
         self._text: dict[str, list[asyncio.Queue[str]]] = defaultdict(list)
+        self._on_batch_finished: list[Callable[[str], None]] = []
 
     # -- publishers (the store) ------------------------------------------------------
     def job_finished(self, job_id: str) -> None:
@@ -41,6 +42,10 @@ class JobEvents:
         for subscriber in self._text.get(job_id, ()):
             subscriber.put_nowait(text)
 
+    def batch_finished(self, batch_id: str) -> None:
+        for listener in self._on_batch_finished:
+            listener(batch_id)
+
     def jobs_submitted(self) -> None:
         for listener in self._on_submitted:
             listener()
@@ -55,6 +60,9 @@ class JobEvents:
 
     def on_submitted(self, listener: Callable[[], None]) -> None:
         self._on_submitted.append(listener)
+
+    def on_batch_finished(self, listener: Callable[[str], None]) -> None:
+        self._on_batch_finished.append(listener)
 
     def on_webhook(self, listener: Callable[[], None]) -> None:
         self._on_webhook.append(listener)

@@ -18,11 +18,34 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._exceptions import InvalidRequestError, OvernightError, PayloadTooLargeError
 
-__all__ = ["BodySizeLimit", "install_error_handlers", "validation_error"]
+__all__ = ["BodySizeLimit", "install_error_handlers", "openai_error_body", "validation_error"]
 
 log = logging.getLogger("overnight.api")
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 400: "invalid_request"}
+
+
+_OPENAI_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "not_found_error",
+    409: "invalid_request_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+OPENAI_PATHS = ("/v1/chat/", "/v1/completions", "/v1/embeddings", "/v1/models", "/v1/files", "/v1/batches")
+"""Routes that answer errors in OpenAI's shape instead of Overnight's."""
+
+
+def openai_error_body(error: OvernightError) -> dict[str, Any]:
+    """OpenAI's error shape: ``{"error": {"message", "type", "param", "code"}}``."""
+    kind = _OPENAI_ERROR_TYPES.get(error.status_code, "server_error" if error.status_code >= 500 else "invalid_request_error")
+    return {"error": {"message": error.message, "type": kind, "param": error.param, "code": error.code}}
+
+
+def error_body_for(path: str, error: OvernightError) -> dict[str, Any]:
+    return openai_error_body(error) if path.startswith(OPENAI_PATHS) else error.to_body()
 
 
 def error_response(status: int, code: str, message: str, param: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -44,8 +67,10 @@ def validation_error(exc: ValidationError | RequestValidationError, prefix: str 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OvernightError)
-    async def _overnight(_: Request, exc: OvernightError) -> JSONResponse:
-        return JSONResponse(exc.to_body(), status_code=exc.status_code)
+    async def _overnight(request: Request, exc: OvernightError) -> JSONResponse:
+        retry_after = getattr(exc, "retry_after", None)
+        headers = {"Retry-After": str(int(retry_after))} if retry_after is not None else None
+        return JSONResponse(error_body_for(request.url.path, exc), status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -64,23 +89,27 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 class BodySizeLimit:
-    """Pure ASGI middleware: refuse bodies over ``max_bytes`` with 413, even when chunked."""
+    """Pure ASGI middleware: refuse bodies over ``max_bytes`` with 413, even when chunked.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    ``per_path`` sets other limits for given paths (file uploads)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, per_path: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.per_path = per_path or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.per_path.get(scope.get("path", ""), self.max_bytes)
         too_large = PayloadTooLargeError(
-            f"request body is larger than {self.max_bytes} bytes; split it (bulk accepts up to 10,000 jobs)",
+            f"request body is larger than {limit} bytes; split it (bulk accepts up to 10,000 jobs)",
             param="body",
         )
         for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await JSONResponse(too_large.to_body(), status_code=413)(scope, receive, send)
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                await JSONResponse(error_body_for(scope["path"], too_large), status_code=413)(scope, receive, send)
                 return
         seen = 0
 
@@ -89,11 +118,11 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > limit:
                     raise too_large
             return message
 
         try:
             await self.app(scope, limited_receive, send)
         except PayloadTooLargeError:
-            await JSONResponse(too_large.to_body(), status_code=413)(scope, receive, send)
+            await JSONResponse(error_body_for(scope["path"], too_large), status_code=413)(scope, receive, send)

@@ -17,8 +17,7 @@ import time
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 from fastapi import APIRouter, Depends, Header, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
-from fastapi.routing import APIRoute
+from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
 from .._exceptions import InvalidRequestError, OvernightError, ServiceError
@@ -26,48 +25,18 @@ from .._models import Job, JobState, LLMCall
 from .http_errors import validation_error
 from .store.base import JobStore, Tenant
 
-__all__ = ["OpenAIRoute", "openai_error_body", "openai_router"]
+__all__ = ["chat_call", "openai_router"]
 
-_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    404: "not_found_error",
-    409: "invalid_request_error",
-    413: "invalid_request_error",
-    422: "invalid_request_error",
-    429: "rate_limit_error",
-}
 _DISCONNECT_CHECK_SECONDS = 0.5
 _UNSUPPORTED = ("tools", "tool_choice", "functions", "logit_bias", "audio", "modalities", "prediction")
 _IGNORED = ("user", "store", "metadata", "service_tier", "parallel_tool_calls", "stream_options",
             "frequency_penalty", "presence_penalty", "logprobs", "top_logprobs")
 
 
-def openai_error_body(error: OvernightError) -> dict[str, Any]:
-    kind = _ERROR_TYPES.get(error.status_code, "server_error" if error.status_code >= 500 else "invalid_request_error")
-    return {"error": {"message": error.message, "type": kind, "param": error.param, "code": error.code}}
-
-
 class ClientGone(OvernightError):
     """The caller hung up before the answer; nobody reads this response."""
 
     status_code = 499
-
-
-class OpenAIRoute(APIRoute):
-    """A route whose errors, auth and validation included, come out in OpenAI's shape."""
-
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
-        handler = super().get_route_handler()
-
-        async def openai_handler(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except OvernightError as error:
-                headers = {"retry-after": str(int(error.retry_after))} if getattr(error, "retry_after", None) else None
-                return JSONResponse(openai_error_body(error), status_code=error.status_code, headers=headers)
-
-        return openai_handler
 
 
 def _text_content(content: Any, where: str) -> str:
@@ -135,7 +104,7 @@ def openai_router(
     events: Any = None,
 ) -> APIRouter:
     """The ``/v1`` OpenAI routes. ``submit`` validates and queues a call (shared with ``/v1/jobs``)."""
-    router = APIRouter(route_class=OpenAIRoute, tags=["openai"])
+    router = APIRouter(tags=["openai"])
 
     async def run_to_end(request: Request, owner: Tenant, call: LLMCall, key: str | None) -> Job:
         """Wait for the job; cancel it (and raise ClientGone) if the caller hangs up first."""

@@ -61,7 +61,11 @@ def create_service(config: ServerConfig, engine: Engine) -> FastAPI:
                 metrics=metrics,
             )
             app.state.dispatcher = dispatcher
-            tasks = [asyncio.create_task(dispatcher.run(stop)), asyncio.create_task(deliverer.run(stop))]
+            tasks = [
+                asyncio.create_task(dispatcher.run(stop)),
+                asyncio.create_task(deliverer.run(stop)),
+                asyncio.create_task(app.state.batch_runner.run(stop)),
+            ]
             try:
                 yield
             finally:

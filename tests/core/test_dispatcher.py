@@ -53,7 +53,7 @@ async def wait_all(store, tenant, jobs, deadline: float = 30.0):
 
 async def test_runs_every_job_without_exceeding_engine_capacity(store, tenant):
     engine = EchoEngine(capacity=4)
-    jobs = await submit(store, tenant, *[f"slow:0.01" for _ in range(20)])
+    jobs = await submit(store, tenant, *["slow:0.01" for _ in range(20)])
     async with Running(Dispatcher(store, engine)):
         done = await wait_all(store, tenant, jobs)
     assert all(job.state is JobState.SUCCEEDED for job in done)

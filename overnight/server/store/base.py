@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from ..._exceptions import ConflictError, OvernightError
-from ..._models import Job, JobError, JobState, LLMCall, Usage
+from ..._models import Job, JobError, JobState, LLMCall, OpenAIBatch, OpenAIFile, Usage
 
 __all__ = [
     "ClaimedJob",
@@ -48,6 +48,8 @@ class Tenant:
     name: str
     webhook_secrets: tuple[str, ...]
     """Active ``whsec_`` secrets, newest first; webhooks carry one signature per secret."""
+    webhook_url: str | None = None
+    """Where tenant-level events (OpenAI ``batch.*``) go."""
 
 
 @dataclass(frozen=True)
@@ -217,6 +219,55 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     async def expire_overdue(self) -> list[str]:
         """Move jobs past their completion window to ``expired``."""
+
+    # -- OpenAI files and batches --------------------------------------------------------
+    @abc.abstractmethod
+    async def create_file(self, tenant_id: str, purpose: str, filename: str, size: int, path: str) -> OpenAIFile: ...
+
+    @abc.abstractmethod
+    async def get_file(self, tenant_id: str, file_id: str) -> tuple[OpenAIFile, str]:
+        """The file and the path of its content (NotFoundError for other tenants)."""
+
+    @abc.abstractmethod
+    async def list_files(self, tenant_id: str, purpose: str | None = None) -> list[OpenAIFile]: ...
+
+    @abc.abstractmethod
+    async def delete_file(self, tenant_id: str, file_id: str) -> str:
+        """Mark deleted; return the content path for the caller to remove."""
+
+    @abc.abstractmethod
+    async def create_openai_batch(
+        self, tenant_id: str, endpoint: str, input_file_id: str, completion_window: str, metadata: dict[str, str]
+    ) -> OpenAIBatch: ...
+
+    @abc.abstractmethod
+    async def get_openai_batch(self, tenant_id: str | None, batch_id: str) -> OpenAIBatch: ...
+
+    @abc.abstractmethod
+    async def list_openai_batches(self, tenant_id: str, limit: int, after: str | None) -> list[OpenAIBatch]: ...
+
+    @abc.abstractmethod
+    async def open_openai_batches(self) -> list[tuple[str, OpenAIBatch]]:
+        """``(tenant_id, batch)`` for batches validating, in progress, finalizing or cancelling."""
+
+    @abc.abstractmethod
+    async def set_openai_batch_status(self, batch_id: str, to: str, expected: Sequence[str], **fields: Any) -> bool:
+        """Compare-and-set the status; fields: ``errors``, ``output_file_id``, ``error_file_id``."""
+
+    @abc.abstractmethod
+    async def batch_jobs(self, batch_id: str) -> list[Job]:
+        """Every job of a batch, in submission order."""
+
+    @abc.abstractmethod
+    async def cancel_batch_jobs(self, batch_id: str) -> int:
+        """Cancel the batch's queued and running jobs; return how many."""
+
+    @abc.abstractmethod
+    async def set_webhook_url(self, tenant_id: str, url: str | None) -> Tenant: ...
+
+    @abc.abstractmethod
+    async def enqueue_tenant_webhook(self, tenant_id: str, event_type: str, data: dict[str, Any]) -> bool:
+        """Queue an event for the tenant's endpoint; False when it has none."""
 
     # -- webhook outbox ----------------------------------------------------------------
     @abc.abstractmethod

@@ -31,6 +31,11 @@ from ..._exceptions import ConflictError, InvalidRequestError, NotFoundError
 from ..._hashing import canonical_json
 from ..._models import (
     Attempt,
+    BatchError,
+    BatchErrors,
+    BatchRequestCounts,
+    OpenAIBatch,
+    OpenAIFile,
     Job,
     JobError,
     JobState,
@@ -165,7 +170,7 @@ class SQLiteJobStore(JobStore):
                 tenant_id = f"ten_{uuid.uuid4().hex[:16]}"
                 secrets_json = json.dumps([new_webhook_secret()])
                 await db.execute(
-                    "INSERT INTO tenants VALUES (?, ?, ?, ?)",
+                    "INSERT INTO tenants (id, name, webhook_secrets, created_at) VALUES (?, ?, ?, ?)",
                     (tenant_id, name, secrets_json, self.clock()),
                 )
                 row = await (await db.execute("SELECT * FROM tenants WHERE id = ?", (tenant_id,))).fetchone()
@@ -210,9 +215,16 @@ class SQLiteJobStore(JobStore):
         assert tenant is not None
         return tenant
 
+    async def set_webhook_url(self, tenant_id: str, url: str | None) -> Tenant:
+        async with self._write() as db:
+            await db.execute("UPDATE tenants SET webhook_url = ? WHERE id = ?", (url, tenant_id))
+        tenant = await self.get_tenant(tenant_id)
+        assert tenant is not None
+        return tenant
+
     @staticmethod
     def _tenant(row: aiosqlite.Row) -> Tenant:
-        return Tenant(row["id"], row["name"], tuple(json.loads(row["webhook_secrets"])))
+        return Tenant(row["id"], row["name"], tuple(json.loads(row["webhook_secrets"])), row["webhook_url"])
 
     # -- submission ------------------------------------------------------------------
     async def create_batch(
@@ -622,6 +634,7 @@ class SQLiteJobStore(JobStore):
                 (self.clock(), batch_id),
             )
         ).fetchone()
+        self._after_commit.append(lambda: self.events.batch_finished(batch_id))
         if batch is None or not batch["callback_url"]:
             return
         counts = await (
@@ -646,6 +659,178 @@ class SQLiteJobStore(JobStore):
             (new_message_id(), tenant_id, url, event_type, event_body(event), now, now),
         )
         self._after_commit.append(self.events.webhook_queued)
+
+    # -- OpenAI files and batches --------------------------------------------------------
+    async def create_file(self, tenant_id: str, purpose: str, filename: str, size: int, path: str) -> OpenAIFile:
+        file_id, now = f"file-{uuid.uuid4().hex}", self.clock()
+        async with self._write() as db:
+            await db.execute(
+                "INSERT INTO files (id, tenant_id, purpose, filename, bytes, path, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (file_id, tenant_id, purpose, filename, size, path, now),
+            )
+        return OpenAIFile(id=file_id, bytes=size, created_at=int(now), filename=filename, purpose=purpose)
+
+    async def get_file(self, tenant_id: str, file_id: str) -> tuple[OpenAIFile, str]:
+        """The file and the path of its content; NotFoundError for another tenant's or a deleted file."""
+        async with self._read() as db:
+            row = await (
+                await db.execute(
+                    "SELECT * FROM files WHERE id = ? AND tenant_id = ? AND deleted_at IS NULL", (file_id, tenant_id)
+                )
+            ).fetchone()
+        if row is None:
+            raise NotFoundError(f"No file with id {file_id!r}.", code="file_not_found", param="file_id")
+        return self._file(row), row["path"]
+
+    async def list_files(self, tenant_id: str, purpose: str | None = None) -> list[OpenAIFile]:
+        async with self._read() as db:
+            rows = await (
+                await db.execute(
+                    "SELECT * FROM files WHERE tenant_id = ? AND deleted_at IS NULL AND (? IS NULL OR purpose = ?) "
+                    "ORDER BY created_at DESC, rowid DESC",
+                    (tenant_id, purpose, purpose),
+                )
+            ).fetchall()
+        return [self._file(row) for row in rows]
+
+    async def delete_file(self, tenant_id: str, file_id: str) -> str:
+        """Mark deleted and return the content path for the caller to remove."""
+        _, path = await self.get_file(tenant_id, file_id)
+        async with self._write() as db:
+            await db.execute("UPDATE files SET deleted_at = ? WHERE id = ?", (self.clock(), file_id))
+        return path
+
+    @staticmethod
+    def _file(row: aiosqlite.Row) -> OpenAIFile:
+        return OpenAIFile(
+            id=row["id"], bytes=row["bytes"], created_at=int(row["created_at"]), filename=row["filename"], purpose=row["purpose"]
+        )
+
+    async def create_openai_batch(
+        self, tenant_id: str, endpoint: str, input_file_id: str, completion_window: str, metadata: dict[str, str]
+    ) -> OpenAIBatch:
+        batch_id, now = f"batch_{uuid.uuid4().hex}", self.clock()
+        async with self._write() as db:
+            await db.execute(
+                "INSERT INTO batches (id, tenant_id, callback_url, metadata, created_at) VALUES (?, ?, NULL, ?, ?)",
+                (batch_id, tenant_id, json.dumps(metadata), now),
+            )
+            await db.execute(
+                "INSERT INTO openai_batches (id, tenant_id, endpoint, input_file_id, completion_window, status, "
+                "errors, metadata, created_at, expires_at) VALUES (?, ?, ?, ?, ?, 'validating', '[]', ?, ?, ?)",
+                (batch_id, tenant_id, endpoint, input_file_id, completion_window, json.dumps(metadata), now,
+                 now + parse_completion_window(completion_window)),
+            )
+        return await self.get_openai_batch(tenant_id, batch_id)
+
+    async def get_openai_batch(self, tenant_id: str | None, batch_id: str) -> OpenAIBatch:
+        async with self._read() as db:
+            row = await (await db.execute("SELECT * FROM openai_batches WHERE id = ?", (batch_id,))).fetchone()
+            if row is None or (tenant_id is not None and row["tenant_id"] != tenant_id):
+                raise NotFoundError(f"No batch with id {batch_id!r}.", code="batch_not_found", param="batch_id")
+            return await self._openai_batch(db, row)
+
+    async def list_openai_batches(self, tenant_id: str, limit: int, after: str | None) -> list[OpenAIBatch]:
+        async with self._read() as db:
+            rows = await (
+                await db.execute(
+                    "SELECT * FROM openai_batches WHERE tenant_id = ? AND (? IS NULL OR rowid < "
+                    "(SELECT rowid FROM openai_batches WHERE id = ?)) ORDER BY rowid DESC LIMIT ?",
+                    (tenant_id, after, after, limit),
+                )
+            ).fetchall()
+            return [await self._openai_batch(db, row) for row in rows]
+
+    async def open_openai_batches(self) -> list[tuple[str, OpenAIBatch]]:
+        async with self._read() as db:
+            rows = await (
+                await db.execute(
+                    "SELECT * FROM openai_batches WHERE status IN ('validating', 'in_progress', 'finalizing', 'cancelling') "
+                    "ORDER BY rowid"
+                )
+            ).fetchall()
+            return [(row["tenant_id"], await self._openai_batch(db, row)) for row in rows]
+
+    async def set_openai_batch_status(
+        self, batch_id: str, to: str, expected: Sequence[str], **fields: Any
+    ) -> bool:
+        """Compare-and-set the batch status (stamping ``<status>_at``), with optional fields:
+        ``errors`` (list of BatchError), ``output_file_id``, ``error_file_id``."""
+        sets, params = ["status = ?", f"{to}_at = COALESCE({to}_at, ?)"], [to, self.clock()]
+        if "errors" in fields:
+            sets.append("errors = ?")
+            params.append(json.dumps([e.model_dump() for e in fields.pop("errors")]))
+        for name in ("output_file_id", "error_file_id"):
+            if name in fields:
+                sets.append(f"{name} = ?")
+                params.append(fields.pop(name))
+        assert not fields, f"unknown fields {fields}"
+        marks = ",".join("?" * len(expected))
+        async with self._write() as db:
+            cursor = await db.execute(
+                f"UPDATE openai_batches SET {', '.join(sets)} WHERE id = ? AND status IN ({marks})",
+                (*params, batch_id, *expected),
+            )
+            return cursor.rowcount == 1
+
+    async def batch_jobs(self, batch_id: str) -> list[Job]:
+        """Every job of a batch, in submission order."""
+        async with self._read() as db:
+            rows = await (
+                await db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE batch_id = ? ORDER BY rowid", (batch_id,))
+            ).fetchall()
+            return await self._jobs_from_rows(db, rows)
+
+    async def cancel_batch_jobs(self, batch_id: str) -> int:
+        """Cancel every queued or running job of a batch; finished ones keep their results."""
+        async with self._write() as db:
+            rows = await (
+                await db.execute(
+                    "SELECT id, state FROM jobs WHERE batch_id = ? AND state IN ('queued', 'running')", (batch_id,)
+                )
+            ).fetchall()
+            error = JobError(code="batch_cancelled", message="the batch was cancelled", retryable=False)
+            for row in rows:
+                await self._transition(db, row["id"], JobState.CANCELLED, error=error)
+                if row["state"] == JobState.RUNNING.value:
+                    job_id = row["id"]
+                    self._after_commit.append(lambda job_id=job_id: self.events.job_cancelled(job_id))
+        return len(rows)
+
+    async def _openai_batch(self, db: aiosqlite.Connection, row: aiosqlite.Row) -> OpenAIBatch:
+        counts = dict(
+            await (
+                await db.execute("SELECT state, COUNT(*) FROM jobs WHERE batch_id = ? GROUP BY state", (row["id"],))
+            ).fetchall()
+        )
+        errors = [BatchError(**e) for e in json.loads(row["errors"])]
+        invalid = sum(1 for e in errors if e.line is not None)
+        stamp = lambda name: int(row[name]) if row[name] is not None else None  # noqa: E731
+        return OpenAIBatch(
+            id=row["id"], endpoint=row["endpoint"], input_file_id=row["input_file_id"],
+            completion_window=row["completion_window"], status=row["status"],
+            output_file_id=row["output_file_id"], error_file_id=row["error_file_id"],
+            errors=BatchErrors(data=errors) if errors else None,
+            created_at=int(row["created_at"]), expires_at=stamp("expires_at"),
+            in_progress_at=stamp("in_progress_at"), finalizing_at=stamp("finalizing_at"),
+            completed_at=stamp("completed_at"), failed_at=stamp("failed_at"), expired_at=stamp("expired_at"),
+            cancelling_at=stamp("cancelling_at"), cancelled_at=stamp("cancelled_at"),
+            request_counts=BatchRequestCounts(
+                total=sum(counts.values()) + invalid,
+                completed=counts.get("succeeded", 0),
+                failed=sum(counts.get(s, 0) for s in ("failed", "cancelled", "expired")) + invalid,
+            ),
+            metadata=json.loads(row["metadata"]) or None,
+        )
+
+    async def enqueue_tenant_webhook(self, tenant_id: str, event_type: str, data: dict[str, Any]) -> bool:
+        """Queue an event for the tenant's registered endpoint; False when it has none."""
+        async with self._write() as db:
+            row = await (await db.execute("SELECT webhook_url FROM tenants WHERE id = ?", (tenant_id,))).fetchone()
+            if row is None or not row["webhook_url"]:
+                return False
+            await self._enqueue_webhook(db, tenant_id, row["webhook_url"], event_type, data)
+        return True
 
     # -- webhook outbox ----------------------------------------------------------------
     async def claim_due_webhooks(self, limit: int, lease_seconds: float) -> list[OutboxMessage]:
