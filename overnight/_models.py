@@ -45,6 +45,7 @@ __all__ = [
     "Usage",
     "WebhookEvent",
     "WebhookEventType",
+    "batch_output_line",
     "parse_completion_window",
 ]
 
@@ -394,6 +395,20 @@ class OpenAIBatch(BaseModel):
     cancelled_at: int | None = None
     request_counts: BatchRequestCounts = Field(default_factory=BatchRequestCounts)
     metadata: dict[str, str] | None = None
+
+
+def batch_output_line(job: Job) -> dict[str, Any]:
+    """One line of an OpenAI batch output (succeeded) or error file (anything else)."""
+    custom_id = job.metadata.get("custom_id")
+    if job.state is JobState.SUCCEEDED:
+        response = {"status_code": 200, "request_id": job.id, "body": job.result}
+    else:
+        error = job.error
+        body = {"error": {"message": error.message if error else job.state.value, "type": "server_error",
+                          "code": error.code if error else job.state.value}}
+        client_error = error is not None and not error.retryable and error.code not in ("cancelled", "batch_cancelled", "expired")
+        response = {"status_code": 400 if client_error else 500, "request_id": job.id, "body": body}
+    return {"id": f"batch_req_{job.id}", "custom_id": custom_id, "response": response, "error": None}
 
 
 class ErrorDetail(BaseModel):

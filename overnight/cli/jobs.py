@@ -6,7 +6,8 @@
     overnight cancel job_123
 
 Each input line is a job body (``{"model": ..., "messages": [...]}``) or an OpenAI batch
-line (``{"custom_id": ..., "body": {...}}``). The key and URL come from ``--api-key`` /
+line (``{"custom_id": ..., "method": "POST", "url": ..., "body": {...}}``). A file of OpenAI
+batch lines gets OpenAI-format output lines (``id``, ``custom_id``, ``response``, ``error``). The key and URL come from ``--api-key`` /
 ``--base-url`` or ``OVERNIGHT_API_KEY`` / ``OVERNIGHT_BASE_URL``.
 """
 
@@ -23,7 +24,7 @@ from rich.progress import Progress
 
 from .._client import Client
 from .._exceptions import OvernightError
-from .._models import LLMCall
+from .._models import LLMCall, batch_output_line
 
 __all__ = ["add_parser"]
 
@@ -57,14 +58,16 @@ def _client(args: argparse.Namespace) -> Client:
     return Client(api_key=args.api_key, base_url=args.base_url)
 
 
-def _read_jobs(path: Path, default_model: str | None) -> tuple[list[LLMCall], list[str | None]]:
-    calls, custom_ids = [], []
+def _read_jobs(path: Path, default_model: str | None) -> tuple[list[LLMCall], list[str | None], bool]:
+    """The calls, their custom ids, and whether the file is in OpenAI batch format."""
+    calls, custom_ids, openai_lines = [], [], 0
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
             continue
         try:
             row: dict[str, Any] = json.loads(line)
             custom_id = row.get("custom_id")
+            openai_lines += "body" in row
             body = dict(row["body"]) if "body" in row else row
             body.pop("custom_id", None)
             if default_model and "model" not in body:
@@ -75,12 +78,12 @@ def _read_jobs(path: Path, default_model: str | None) -> tuple[list[LLMCall], li
             custom_ids.append(custom_id)
         except (ValueError, KeyError) as exc:
             raise SystemExit(f"{path}:{number}: not a job: {exc}")
-    return calls, custom_ids
+    return calls, custom_ids, openai_lines == len(calls) > 0
 
 
 def submit_file(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
-    calls, custom_ids = _read_jobs(args.file, args.model)
+    calls, custom_ids, openai_format = _read_jobs(args.file, args.model)
     out_path = args.out or args.file.with_suffix(".results.jsonl")
     with _client(args) as client:
         items = client.send_jobs(calls, callback_url=args.callback_url, progress=True)
@@ -92,15 +95,22 @@ def submit_file(args: argparse.Namespace) -> int:
         with Progress(console=console) as progress, out_path.open("w") as out:
             task = progress.add_task("running", total=len(items))
             for item in items:
-                row: dict[str, Any] = {"index": item.index, "custom_id": custom_ids[item.index]}
+                custom_id = custom_ids[item.index]
                 if item.job is None:
-                    row.update(state="rejected", error=item.error.model_dump() if item.error else None)
+                    error = item.error.model_dump() if item.error else None
+                    row: dict[str, Any] = (
+                        {"id": None, "custom_id": custom_id, "response": None, "error": error}
+                        if openai_format else {"index": item.index, "custom_id": custom_id, "state": "rejected", "error": error}
+                    )
+                    failures += 1
                 else:
                     job = client.wait_for_job(item.job.id)
-                    row.update(job_id=job.id, state=job.state.value, text=job.text,
-                               usage=job.usage.model_dump() if job.usage else None,
-                               error=job.error.model_dump() if job.error else None)
-                failures += row["state"] != "succeeded"
+                    failures += job.state.value != "succeeded"
+                    row = batch_output_line(job) if openai_format else {
+                        "index": item.index, "custom_id": custom_id, "job_id": job.id, "state": job.state.value,
+                        "text": job.text, "usage": job.usage.model_dump() if job.usage else None,
+                        "error": job.error.model_dump() if job.error else None,
+                    }
                 out.write(json.dumps(row) + "\n")
                 progress.advance(task)
     console.print(f"{len(items) - failures}/{len(items)} succeeded; results in {out_path}")

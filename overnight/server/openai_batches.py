@@ -30,7 +30,7 @@ from fastapi.responses import FileResponse
 
 from .._exceptions import InvalidRequestError, OvernightError
 from .._hashing import derive_idempotency_key, sha256_hex
-from .._models import BatchError, Job, JobState, OpenAIBatch, Priority, parse_completion_window
+from .._models import BatchError, JobState, OpenAIBatch, Priority, batch_output_line, parse_completion_window
 from .events import JobEvents
 from .openai_compat import chat_call
 from .store.base import JobStore, NewJob, Tenant
@@ -258,8 +258,8 @@ class BatchRunner:
         if batch.status in ("in_progress", "cancelling"):
             await self.store.set_openai_batch_status(batch.id, "finalizing", (batch.status,))
         jobs = await self.store.batch_jobs(batch.id)
-        outputs = [self._output_line(job) for job in jobs if job.state is JobState.SUCCEEDED]
-        failures = [self._output_line(job) for job in jobs if job.state is not JobState.SUCCEEDED]
+        outputs = [batch_output_line(job) for job in jobs if job.state is JobState.SUCCEEDED]
+        failures = [batch_output_line(job) for job in jobs if job.state is not JobState.SUCCEEDED]
         failures += [
             {"id": f"batch_req_line_{e.line}", "custom_id": None, "response": None,
              "error": {"code": e.code, "message": e.message, "line": e.line}}
@@ -278,19 +278,6 @@ class BatchRunner:
         ):
             done = await self.store.get_openai_batch(None, batch.id)
             await self.store.enqueue_tenant_webhook(tenant_id, f"batch.{final}", done.model_dump(mode="json"))
-
-    @staticmethod
-    def _output_line(job: Job) -> dict[str, Any]:
-        custom_id = job.metadata.get("custom_id")
-        if job.state is JobState.SUCCEEDED:
-            response = {"status_code": 200, "request_id": job.id, "body": job.result}
-            return {"id": f"batch_req_{job.id}", "custom_id": custom_id, "response": response, "error": None}
-        error = job.error
-        body = {"error": {"message": error.message if error else job.state.value, "type": "server_error",
-                          "code": error.code if error else job.state.value}}
-        status = 400 if error and not error.retryable and error.code not in ("cancelled", "batch_cancelled", "expired") else 500
-        return {"id": f"batch_req_{job.id}", "custom_id": custom_id,
-                "response": {"status_code": status, "request_id": job.id, "body": body}, "error": None}
 
     async def _write_file(self, tenant_id: str, batch_id: str, kind: str, lines: list[dict[str, Any]]) -> str:
         self.files_dir.mkdir(parents=True, exist_ok=True)

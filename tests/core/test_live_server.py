@@ -66,6 +66,17 @@ def test_cli_submit_status_wait_cancel(server, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [(r["custom_id"], r["state"], r["text"]) for r in rows] == [("a", "succeeded", "echo: one"), (None, "succeeded", "echo: two")]
 
+    openai_file = tmp_path / "openai.jsonl"
+    openai_file.write_text("".join(
+        json.dumps({"custom_id": cid, "method": "POST", "url": "/v1/chat/completions",
+                    "body": {"model": "smollm2-135m", "messages": [{"role": "user", "content": cid}]}}) + "\n"
+        for cid in ("x", "y")
+    ))
+    assert cli("submit", str(openai_file), "--out", str(tmp_path / "openai.out.jsonl")).returncode == 0
+    openai_rows = [json.loads(line) for line in (tmp_path / "openai.out.jsonl").read_text().splitlines()]
+    assert [(r["custom_id"], r["response"]["status_code"], r["response"]["body"]["choices"][0]["message"]["content"])
+            for r in openai_rows] == [("x", 200, "echo: x"), ("y", 200, "echo: y")]
+
     status = cli("status", rows[0]["job_id"])
     assert json.loads(status.stdout)["state"] == "succeeded"
     waited = cli("wait", rows[1]["job_id"], "--timeout", "5")
