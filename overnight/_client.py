@@ -185,7 +185,7 @@ class Client(BaseClient):
                 error = TransportError(f"could not reach {self.base_url}: {exc}") if isinstance(exc, httpx.TransportError) else exc
                 delay = self._retry_delay(attempt, error)
                 if delay is None:
-                    raise error from exc
+                    raise error from (exc if error is not exc else None)  # never a cause cycle
                 time.sleep(delay)
 
     def _get(self, path: str, model: type[_Model], **kwargs: Any) -> _Model:
@@ -286,7 +286,7 @@ class AsyncClient(BaseClient):
                 error = TransportError(f"could not reach {self.base_url}: {exc}") if isinstance(exc, httpx.TransportError) else exc
                 delay = self._retry_delay(attempt, error)
                 if delay is None:
-                    raise error from exc
+                    raise error from (exc if error is not exc else None)  # never a cause cycle
                 await asyncio.sleep(delay)
 
     async def _get(self, path: str, model: type[_Model], **kwargs: Any) -> _Model:
