@@ -163,9 +163,54 @@ def phase_serve(model: str, chats: list[list[dict[str, str]]], args: argparse.Na
     return asyncio.run(main())
 
 
+def phase_overnight(model: str, chats: list[list[dict[str, str]]], args: argparse.Namespace) -> dict:
+    """End to end: bulk HTTP submit, queue, dispatcher, Ray Serve, vLLM; then one synchronous
+    ``/v1/chat/completions`` request at a time (the per-request serverless pattern)."""
+    import httpx
+
+    from overnight import AsyncClient, LLMCall
+    from tests.live import OvernightProcess
+
+    def call(i: int) -> LLMCall:
+        return LLMCall(model=model, messages=chats[i], temperature=0, max_tokens=MAX_TOKENS, priority="batch")
+
+    async def run_all(server: OvernightProcess) -> tuple[int, float]:
+        async with AsyncClient(api_key=server.api_key, base_url=server.url, timeout=3600,
+                               http_client=httpx.AsyncClient(limits=httpx.Limits(max_connections=300))) as client:
+            warm = await client.send_jobs([call(0), call(1)])
+            await asyncio.gather(*(client.wait_for_job(item.job.id) for item in warm))
+            started = time.perf_counter()
+            items = await client.send_jobs([call(i) for i in range(len(chats))])
+            jobs = await asyncio.gather(*(client.wait_for_job(item.job.id) for item in items))
+            wall = time.perf_counter() - started
+        assert all(job.state.value == "succeeded" for job in jobs), "some jobs failed"
+        return sum(job.usage.completion_tokens for job in jobs), wall
+
+    with tempfile.TemporaryDirectory() as folder, PeakRSS() as rss:
+        with OvernightProcess(Path(folder), engine="ray", startup_timeout=900) as server:
+            tokens, wall = asyncio.run(run_all(server))
+            seq_n = min(args.sequential, len(chats))
+            headers = {"Authorization": f"Bearer {server.api_key}"}
+            started = time.perf_counter()
+            seq_tokens = 0
+            with httpx.Client(base_url=server.url, headers=headers, timeout=600) as http:
+                for i in range(seq_n):
+                    body = {"model": model, "messages": chats[i], "temperature": 0, "max_tokens": MAX_TOKENS}
+                    response = http.post("/v1/chat/completions", json=body)
+                    response.raise_for_status()
+                    seq_tokens += response.json()["usage"]["completion_tokens"]
+            seq_wall = time.perf_counter() - started
+    return {
+        "overnight": {"requests": len(chats), "output_tokens": tokens, "wall_s": wall, "peak_rss_bytes": rss.peak_bytes},
+        "overnight one-at-a-time": {"requests": seq_n, "output_tokens": seq_tokens, "wall_s": seq_wall,
+                                    "peak_rss_bytes": rss.peak_bytes},
+    }
+
+
 PHASES: dict[str, Callable[[str, list, argparse.Namespace], dict]] = {
     "offline": phase_offline,
     "serve": phase_serve,  # also yields "sequential"
+    "overnight": phase_overnight,  # also yields "overnight one-at-a-time"
 }
 
 
@@ -198,6 +243,11 @@ def table(results: dict[str, dict], n: int) -> str:
     if "serve" in results and "sequential" in results:
         lines.append("")
         lines.append(f"serve / sequential: {results['serve']['tok_s'] / results['sequential']['tok_s']:.1f}x")
+    if "overnight" in results and "overnight one-at-a-time" in results:
+        ours = results["overnight"]["tok_s"]
+        lines.append(f"overnight / offline (b/a): {ours / base:.2f}x; "
+                     f"overnight / one-at-a-time (b/c): {ours / results['overnight one-at-a-time']['tok_s']:.1f}x; "
+                     f"overnight / serve handle: {ours / results['serve']['tok_s']:.2f}x")
     return "\n".join(lines)
 
 
@@ -217,7 +267,7 @@ def main() -> None:
 
     if args.phase:  # child process: run one phase, write its rows
         rows = PHASES[args.phase](args.model, prompts(args.n), args)
-        rows = rows if args.phase == "serve" else {args.phase: rows}
+        rows = rows if args.phase in ("serve", "overnight") else {args.phase: rows}
         Path(args.phase_out).write_text(json.dumps(rows))
         return
 

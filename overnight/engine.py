@@ -56,26 +56,9 @@ class EngineResult:
         model: str = "",
         engine_seconds: float = 0.0,
     ) -> "EngineResult":
-        usage = Usage(
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            total_tokens=prompt_tokens + completion_tokens,
-        )
-        response = {
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": finish_reason,
-                }
-            ],
-            "usage": usage.model_dump(),
-        }
-        return cls(response=response, usage=usage, engine_seconds=engine_seconds)
-
+        """A ``chat.completion`` response, for ``messages`` calls."""
+        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish_reason}
+        return cls._generated("chat.completion", choice, prompt_tokens, completion_tokens, model, engine_seconds)
 
     @classmethod
     def completion(
@@ -89,16 +72,21 @@ class EngineResult:
         engine_seconds: float = 0.0,
     ) -> "EngineResult":
         """A ``text_completion`` response, for ``prompt`` (non-chat) calls."""
+        choice = {"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}
+        return cls._generated("text_completion", choice, prompt_tokens, completion_tokens, model, engine_seconds)
+
+    @classmethod
+    def _generated(
+        cls, kind: str, choice: dict[str, Any], prompt_tokens: int, completion_tokens: int, model: str,
+        engine_seconds: float,
+    ) -> "EngineResult":
         usage = Usage(
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             total_tokens=prompt_tokens + completion_tokens,
         )
         response = {
-            "object": "text_completion",
-            "created": int(time.time()),
-            "model": model,
-            "choices": [{"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}],
+            "object": kind, "created": int(time.time()), "model": model, "choices": [choice],
             "usage": usage.model_dump(),
         }
         return cls(response=response, usage=usage, engine_seconds=engine_seconds)
@@ -126,6 +114,9 @@ class EngineError(Exception):
         self.code = code
         self.message = message
         self.retryable = retryable
+
+    def __reduce__(self) -> tuple[Any, ...]:  # survives pickling (Ray, multiprocessing)
+        return (type(self), (self.code, self.message), {"retryable": self.retryable})
 
 
 @runtime_checkable

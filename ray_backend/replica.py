@@ -18,15 +18,16 @@ Serve cancels the request's task in the replica that runs it, and the resulting
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from typing import Any
 
 from ray import serve
 from ray.serve import Application
 
-from overnight.engine import EngineError
+from overnight.engine import EngineError, EngineResult
 from overnight.registry import ModelRegistry, ModelSpec
 
 __all__ = [
@@ -65,8 +66,35 @@ class LLMReplica:
         self, body: dict[str, Any], job_id: str, priority: str = "standard"
     ) -> dict[str, Any]:
         """Run one request. Errors come back as ``{"error": {code, message, retryable}}``."""
+        return await self._reply(self.engine.generate(body, request_id=job_id, priority=priority))
+
+    async def generate_stream(
+        self, body: dict[str, Any], job_id: str, priority: str = "standard"
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Like :meth:`generate`, streamed: ``{"text": piece}`` items, then the final reply.
+
+        Call through ``handle.options(stream=True)``; cancelling the stream aborts in vLLM.
+        """
+        pieces: asyncio.Queue[str] = asyncio.Queue()
+        work = asyncio.ensure_future(
+            self._reply(self.engine.generate(body, request_id=job_id, priority=priority, on_text=pieces.put_nowait))
+        )
         try:
-            result = await self.engine.generate(body, request_id=job_id, priority=priority)
+            while not work.done() or not pieces.empty():
+                getter = asyncio.ensure_future(pieces.get())
+                await asyncio.wait({getter, work}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    yield {"text": getter.result()}
+                else:
+                    getter.cancel()
+            yield await work
+        finally:
+            work.cancel()
+
+    @staticmethod
+    async def _reply(generation: Awaitable[EngineResult]) -> dict[str, Any]:
+        try:
+            result = await generation
         except EngineError as exc:
             return {
                 "error": {"code": exc.code, "message": exc.message, "retryable": exc.retryable}

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from overnight._models import Usage
@@ -163,12 +163,14 @@ class RayServeEngine:
             )
         if job.id in self._responses:
             raise EngineError("duplicate_request", f"job {job.id} is already running here")
-        response = handle.generate.remote(
-            job.request.engine_body(), job.id, job.priority.value
-        )
+        body, priority = job.request.engine_body(), job.priority.value
+        if job.on_text is None:
+            response = handle.generate.remote(body, job.id, priority)
+        else:
+            response = handle.options(stream=True).generate_stream.remote(body, job.id, priority)
         self._responses[job.id] = response
         try:
-            reply = await response
+            reply = await response if job.on_text is None else await _follow(response, job.on_text)
         except asyncio.CancelledError:
             response.cancel()  # our caller gave up: stop the work in the replica too
             raise
@@ -250,6 +252,17 @@ class RayServeEngine:
             except Exception as exc:  # the controller restarting; keep the last counts
                 logger.warning("could not read Serve status: %s", exc)
             await asyncio.sleep(self._status_interval_s)
+
+
+async def _follow(stream: Any, on_text: Callable[[str], None]) -> dict[str, Any]:
+    """Forward a replica's streamed ``{"text": ...}`` items; return its final reply."""
+    reply: dict[str, Any] = {}
+    async for item in stream:
+        if "text" in item:
+            on_text(item["text"])
+        else:
+            reply = item
+    return reply
 
 
 def _short(exc: BaseException, limit: int = 300) -> str:

@@ -24,7 +24,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from overnight._models import LLMCall, Priority, Usage
 from overnight.engine import EngineError, EngineJob, EngineResult
@@ -124,8 +124,9 @@ def _structured_outputs(response_format: Mapping[str, Any] | None) -> Any:
     )
 
 
-def sampling_params_for(call: LLMCall) -> SamplingParams:
-    """Map the OpenAI fields of ``call`` onto ``SamplingParams`` (final output only)."""
+def sampling_params_for(call: LLMCall, *, stream: bool = False) -> SamplingParams:
+    """Map the OpenAI fields of ``call`` onto ``SamplingParams``: the final output only, or
+    every step's cumulative output when ``stream`` (to forward text as it is produced)."""
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
 
@@ -136,7 +137,7 @@ def sampling_params_for(call: LLMCall) -> SamplingParams:
         stop=call.stop,
         seed=call.seed,
         structured_outputs=_structured_outputs(call.response_format),
-        output_kind=RequestOutputKind.FINAL_ONLY,
+        output_kind=RequestOutputKind.CUMULATIVE if stream else RequestOutputKind.FINAL_ONLY,
     )
 
 
@@ -190,7 +191,7 @@ class VLLMEngine:
         return self.spec.engine.max_num_seqs if model == self.spec.name else 0
 
     async def run(self, job: EngineJob) -> EngineResult:
-        return await self.generate(job.request, request_id=job.id, priority=job.priority)
+        return await self.generate(job.request, request_id=job.id, priority=job.priority, on_text=job.on_text)
 
     async def cancel(self, job_id: str) -> None:
         """Abort ``job_id``: vLLM drops it and its ``generate`` raises ``EngineError('cancelled')``.
@@ -217,9 +218,11 @@ class VLLMEngine:
         *,
         request_id: str,
         priority: Priority | str = Priority.STANDARD,
+        on_text: Callable[[str], None] | None = None,
     ) -> EngineResult:
         """Run one request to completion: chat, completion or embeddings by ``spec.task``.
 
+        ``on_text`` receives each new piece of output text as vLLM produces it.
         Cancelling the calling task also aborts the request in vLLM.
         """
         if not isinstance(call, LLMCall):
@@ -229,9 +232,11 @@ class VLLMEngine:
                 raise EngineError("invalid_request", str(exc)) from exc
         if request_id in self._tasks:
             raise EngineError("duplicate_request", f"request {request_id!r} is already running")
-        work = self._embed if self.spec.task == "embedding" else self._complete
         started = time.monotonic()
-        task = asyncio.ensure_future(work(call, request_id, priority))
+        if self.spec.task == "embedding":
+            task = asyncio.ensure_future(self._embed(call, request_id, priority))
+        else:
+            task = asyncio.ensure_future(self._complete(call, request_id, priority, on_text))
         self._tasks[request_id] = task
         try:
             result = await task  # cancelling us cancels the task, which aborts in vLLM
@@ -251,6 +256,8 @@ class VLLMEngine:
     def prompt_token_ids(self, call: LLMCall) -> list[int]:
         """The prompt as vLLM sees it: the chat template applied, then tokenized."""
         tokenizer = self.llm.get_tokenizer()
+        if call.prompt is not None:
+            return tokenizer.encode(call.prompt)
         messages = [m.model_dump(exclude_none=True) for m in call.messages]
         if self.spec.task == "completion":
             return tokenizer.encode("\n".join(m["content"] for m in messages))
@@ -260,21 +267,30 @@ class VLLMEngine:
         return tokenizer.encode(text, add_special_tokens=False)
 
     async def _complete(
-        self, call: LLMCall, request_id: str, priority: Priority | str
+        self,
+        call: LLMCall,
+        request_id: str,
+        priority: Priority | str,
+        on_text: Callable[[str], None] | None = None,
     ) -> EngineResult:
         if call.input is not None:
             raise EngineError("invalid_request", f"{self.spec.name} is a {self.spec.task} "
                               "model: send 'messages', not 'input'")
-        params = sampling_params_for(call)
+        params = sampling_params_for(call, stream=on_text is not None)
         (prompt,) = await self.llm.renderer.render_cmpl_async(
             [{"prompt_token_ids": self.prompt_token_ids(call)}]
         )
         final = None
+        sent = 0
         async for output in self.llm.generate(
             prompt, params, request_id,
             priority=vllm_priority(priority, self.spec.engine.scheduling_policy),
         ):
             final = output
+            if on_text is not None and output.outputs and len(output.outputs[0].text) > sent:
+                text = output.outputs[0].text  # cumulative: forward only what is new
+                on_text(text[sent:])
+                sent = len(text)
         if final is None or not final.outputs:
             raise EngineError("engine_error", "vLLM returned no output", retryable=True)
         error = getattr(final, "error", None)
@@ -284,7 +300,8 @@ class VLLMEngine:
         finish = choice.finish_reason or "stop"
         if finish == "abort":  # aborted by someone else than cancel()
             raise EngineError("aborted", "vLLM aborted the request", retryable=True)
-        return EngineResult.chat(
+        shape = EngineResult.completion if call.prompt is not None else EngineResult.chat
+        return shape(
             choice.text,
             prompt_tokens=len(final.prompt_token_ids or ()),
             completion_tokens=len(choice.token_ids),

@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
 from ..engine import Engine
+from ..registry import ModelRegistry
 from ..server.callbacks import CallbackPolicy
 from ..server.config import ServerConfig
 
@@ -63,6 +65,9 @@ def run(args: argparse.Namespace) -> int:
     if args.allow_callback:
         overrides["callback_policy"] = CallbackPolicy(allowlist=tuple(args.allow_callback))
     config = ServerConfig.from_env(**overrides)
+    registry = ModelRegistry.load()
+    tasks = {name: registry.get(name).task for name in config.models if name in registry}
+    config = replace(config, model_tasks=tasks)
     engine = load_engine(args.engine, config.models)
     app = create_service(config, engine)
     uvicorn.run(app, host=config.host, port=config.port, log_level=args.log_level, access_log=False)

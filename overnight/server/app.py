@@ -112,6 +112,15 @@ def create_app(
                 code="model_not_found",
                 param=f"{prefix}.model" if prefix else "model",
             )
+        task = config.model_tasks.get(call.model)
+        if task is not None and (call.kind == "embedding") != (task == "embedding"):
+            wanted = "'input' (embeddings)" if task == "embedding" else "'messages' or 'prompt'"
+            raise InvalidRequestError(
+                f"{call.model} is a {task} model and cannot serve {call.kind} requests; send {wanted}, "
+                "or pick a model that serves them.",
+                code="unsupported_model_task",
+                param=f"{prefix}.model" if prefix else "model",
+            )
         if call.callback_url:
             await check_callback_url(call.callback_url, config.callback_policy)
         return call

@@ -29,6 +29,9 @@ class ServerConfig:
     port: int = 8000
     models: tuple[str, ...] = ("smollm2-135m",)
     """Models this gateway accepts jobs for (the engine must serve them)."""
+    model_tasks: dict[str, str] = field(default_factory=dict)
+    """``chat``, ``completion`` or ``embedding`` per model (from the registry); calls of
+    another kind are refused at submission. Models not listed accept every kind."""
     max_body_bytes: int = 16 * 1024 * 1024
     """Larger request bodies are refused with 413."""
     max_file_bytes: int = 200 * 1024 * 1024

@@ -126,3 +126,15 @@ async def test_stream_yields_chunks_that_join_to_the_full_answer(running):
     assert "".join(pieces) == "echo: one two three"
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
     assert chunks[-1].usage.completion_tokens == 4
+
+
+async def test_embeddings_on_a_chat_model_are_a_clear_400(store, tenant, tmp_path):
+    config = ServerConfig(data_dir=tmp_path, models=(MODEL,), model_tasks={MODEL: "chat"})
+    app = create_app(store, config)
+    key = await store.create_api_key(tenant.id)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://o") as http:
+        client = openai.AsyncOpenAI(api_key=key, base_url="http://o/v1", http_client=http, max_retries=0)
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.embeddings.create(model=MODEL, input="hello")
+    assert refused.value.code == "unsupported_model_task" and "chat model" in refused.value.message
+    assert (await store.list(tenant.id, JobFilter(), 10, None))[0] == []  # nothing was queued

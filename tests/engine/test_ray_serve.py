@@ -40,6 +40,16 @@ async def test_answers_through_serve(serve_engine):
     assert result.usage.prompt_tokens == 37 and result.usage.completion_tokens > 0
 
 
+async def test_streams_text_through_serve(serve_engine):
+    from dataclasses import replace
+
+    pieces: list[str] = []
+    job = replace(engine_job("s-stream", "Name three colours.", temperature=0, max_tokens=24), on_text=pieces.append)
+    result = await serve_engine.run(job)
+    assert len(pieces) > 3
+    assert "".join(pieces) == result.response["choices"][0]["message"]["content"]
+
+
 async def test_runs_32_jobs_concurrently(serve_engine):
     topics = ["rivers", "the moon", "bread", "trains", "music", "volcanoes", "bees", "chess"]
     jobs = [

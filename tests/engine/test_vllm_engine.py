@@ -28,6 +28,25 @@ async def test_answers_the_capital_of_france(vllm_engine):
     assert result.engine_seconds > 0
 
 
+async def test_streamed_text_joins_to_the_final_answer(vllm_engine):
+    pieces: list[str] = []
+    result = await vllm_engine.generate(
+        chat("Name three colours.", temperature=0, max_tokens=24), request_id="stream-1", on_text=pieces.append
+    )
+    assert len(pieces) > 3  # forwarded as it was produced, not at the end in one piece
+    assert "".join(pieces) == result.response["choices"][0]["message"]["content"]
+
+
+async def test_prompt_calls_are_raw_text_completions(vllm_engine, hf_tokenizer):
+    from overnight import LLMCall
+
+    call = LLMCall(model="smollm2-135m", prompt="The capital of France is", temperature=0, max_tokens=8)
+    result = await vllm_engine.generate(call, request_id="cmpl-1")
+    assert result.response["object"] == "text_completion"
+    assert result.response["choices"][0]["text"].strip()
+    assert result.usage.prompt_tokens == len(hf_tokenizer.encode("The capital of France is"))
+
+
 async def test_token_counts_agree_with_the_tokenizer(vllm_engine, hf_tokenizer):
     prompt_ids = hf_tokenizer.apply_chat_template(
         [{"role": "user", "content": FRANCE}], add_generation_prompt=True, return_dict=True
