@@ -1,0 +1,1 @@
+"""Example workflows; the tests run them (``tests/temporal``)."""
