@@ -70,6 +70,7 @@ def test_client_errors_are_not_retried_and_keep_their_code():
     with pytest.raises(InvalidRequestError) as caught:
         client.send_job(LLMCall(model="smollm2-135m").add_user_message("hi"))
     assert len(seen) == 1 and caught.value.param == "temperature" and caught.value.retryable is False
+    assert caught.value.__cause__ is None  # never its own cause (Temporal's converter would recurse)
 
 
 async def test_async_client_gives_up_after_max_retries():
