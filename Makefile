@@ -9,7 +9,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install model bench clean
+.PHONY: demo test install model n8n bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,12 @@ model: install
 demo: model
 	$(VENV)/bin/overnight demo
 
-test: model
+# Node 24, n8n 2.41.1 and the node package's dev tools, cached by version under ~/.cache/overnight-n8n
+n8n:
+	bash n8n_node/scripts/install-n8n.sh >/dev/null
+	bash n8n_node/scripts/dev-deps.sh >/dev/null
+
+test: model n8n
 	$(PY) -m pytest -q
 
 bench: model
