@@ -1,0 +1,1 @@
+"""Example DAGs; copy one into your dags folder."""
