@@ -20,7 +20,7 @@ from typing import Any, Callable
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from pydantic import BaseModel, ValidationError
 
-from .._exceptions import AuthenticationError, InvalidRequestError
+from .._exceptions import AuthenticationError, InvalidRequestError, RateLimitError
 from .._hashing import derive_idempotency_key, sha256_hex
 from .._models import (
     BulkItemResult,
@@ -128,8 +128,22 @@ def create_app(
     def new_job(call: LLMCall, key: str | None, batch_id: str | None = None) -> NewJob:
         return NewJob(call, sha256_hex(call.model_dump(mode="json")), key, batch_id)
 
+    async def admit(owner: Tenant, count: int) -> None:
+        """Admission control: a tenant's backlog is bounded; over it, come back later (429)."""
+        active = await store.count_active(owner.id)
+        if active + count > config.max_active_jobs_per_tenant:
+            error = RateLimitError(
+                f"{active} of your jobs are queued or running (limit {config.max_active_jobs_per_tenant}); "
+                "retry after some finish",
+                code="queue_full",
+            )
+            error.retry_after = 30
+            raise error
+
     async def submit_one(owner: Tenant, call: LLMCall, key: str | None) -> tuple[Job, bool]:
-        (outcome,) = await store.submit(owner.id, [new_job(await check_call(call), key)])
+        call = await check_call(call)
+        await admit(owner, 1)
+        (outcome,) = await store.submit(owner.id, [new_job(call, key)])
         if isinstance(outcome, Exception):
             raise outcome
         if outcome[1]:
@@ -163,6 +177,7 @@ def create_app(
             raise validation_error(exc)
         if bulk.callback_url:
             await check_callback_url(bulk.callback_url, config.callback_policy)
+        await admit(owner, len(bulk.jobs))
         batch_id = await store.create_batch(
             owner.id,
             bulk.callback_url,

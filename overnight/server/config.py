@@ -36,6 +36,8 @@ class ServerConfig:
     """Larger request bodies are refused with 413."""
     max_file_bytes: int = 200 * 1024 * 1024
     """Largest OpenAI batch input file accepted by ``POST /v1/files`` (413 beyond)."""
+    max_active_jobs_per_tenant: int = 200_000
+    """Beyond this many queued or running jobs, a tenant's submissions get 429 with Retry-After."""
     max_wait_seconds: float = 60.0
     """Upper bound of ``GET /v1/jobs/{id}/wait?timeout=``."""
     callback_policy: CallbackPolicy = field(default_factory=CallbackPolicy)

@@ -138,3 +138,22 @@ async def test_embeddings_on_a_chat_model_are_a_clear_400(store, tenant, tmp_pat
             await client.embeddings.create(model=MODEL, input="hello")
     assert refused.value.code == "unsupported_model_task" and "chat model" in refused.value.message
     assert (await store.list(tenant.id, JobFilter(), 10, None))[0] == []  # nothing was queued
+
+
+async def test_a_full_queue_answers_429_with_retry_after(store, tenant, tmp_path):
+    app = create_app(store, ServerConfig(data_dir=tmp_path, models=(MODEL,), max_active_jobs_per_tenant=2))
+    key = await store.create_api_key(tenant.id)
+    auth = {"Authorization": f"Bearer {key}"}
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "x"}]}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://o") as http:
+        assert [(await http.post("/v1/jobs", json=body, headers=auth)).status_code for _ in range(2)] == [201, 201]
+        native = await http.post("/v1/jobs", json=body, headers=auth)
+        assert native.status_code == 429 and native.headers["retry-after"] == "30"
+        assert native.json()["error"]["code"] == "queue_full"
+        bulk = await http.post("/v1/jobs/bulk", json={"jobs": [body]}, headers=auth)
+        assert bulk.status_code == 429
+        client = openai.AsyncOpenAI(api_key=key, base_url="http://o/v1", http_client=http, max_retries=0)
+        with pytest.raises(openai.RateLimitError) as limited:
+            await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}])
+        assert limited.value.body["type"] == "rate_limit_error" and limited.value.response.headers["retry-after"] == "30"
+    assert len((await store.list(tenant.id, JobFilter(), 10, None))[0]) == 2

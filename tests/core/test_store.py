@@ -244,7 +244,7 @@ async def test_migrations_are_versioned_and_reapplied_safely(tmp_path):
             versions = [row[0] for row in await (await db.execute("SELECT version FROM schema_migrations")).fetchall()]
             mode = (await (await db.execute("PRAGMA journal_mode")).fetchone())[0]
         await store.close()
-        assert versions == [1, 2] and mode == "wal"
+        assert versions == [1, 2, 3] and mode == "wal"
 
 
 async def test_two_stores_on_one_database_never_claim_a_job_twice(tmp_path):

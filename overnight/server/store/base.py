@@ -182,6 +182,10 @@ class JobStore(abc.ABC):
         """Newest first; returns the page and the cursor of the next page (or None)."""
 
     @abc.abstractmethod
+    async def count_active(self, tenant_id: str) -> int:
+        """The tenant's queued and running jobs (for admission control)."""
+
+    @abc.abstractmethod
     async def count_by_state(self) -> dict[tuple[str, str], int]:
         """``{(model, state): n}`` for the metrics gauge."""
 

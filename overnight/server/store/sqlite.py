@@ -361,6 +361,15 @@ class SQLiteJobStore(JobStore):
             jobs = await self._jobs_from_rows(db, rows[:limit])
         return jobs, (jobs[-1].id if len(rows) > limit else None)
 
+    async def count_active(self, tenant_id: str) -> int:
+        async with self._read() as db:
+            row = await (
+                await db.execute(
+                    "SELECT COUNT(*) FROM jobs WHERE tenant_id = ? AND state IN ('queued', 'running')", (tenant_id,)
+                )
+            ).fetchone()
+        return row[0]
+
     async def count_by_state(self) -> dict[tuple[str, str], int]:
         async with self._read() as db:
             rows = await (await db.execute("SELECT model, state, COUNT(*) FROM jobs GROUP BY model, state")).fetchall()
