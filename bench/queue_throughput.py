@@ -1,24 +1,25 @@
 """Queue throughput with a no-op engine on SQLite, side by side in one run.
 
     python -m bench.queue_throughput [--quick] [--out results/]
+    (the same as ``python -m bench run --only queue``)
 
-Measures, on this machine:
+Measures, on this machine, each repeat on a fresh database and service:
 - submit jobs/s over HTTP: one job per request (sequential, and 16 concurrent), and bulk;
 - claim-to-complete jobs/s: the dispatcher draining a backlog into a no-op engine;
-- long-poll wake-up: delay between a job's finish and the waiting client's answer.
+- long-poll wake-up: delay between a job's finish and the waiting client's answer;
+- CPU seconds of the ``overnight serve`` process per 1,000 jobs (bulk submit, run, each
+  result fetched once), and that process's peak RSS. The engine does nothing, so this is
+  the service's own cost: HTTP, queue, dispatcher, receipts, group commit.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import os
-import platform
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -29,18 +30,14 @@ from overnight.server.store.base import NewJob
 from overnight.server.store.sqlite import SQLiteJobStore
 from tests.live import OvernightProcess
 
+from .common import MODEL, PeakRSS, cpu_seconds
 from .noop_engine import NoopEngine
 
-MODEL = "smollm2-135m"
+NOOP_ENGINE = "bench.noop_engine:create_engine"
 
 
 def call(text: str = "x") -> LLMCall:
     return LLMCall(model=MODEL, max_tokens=8).add_user_message(text)
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 async def claim_to_complete(jobs: int) -> float:
@@ -106,38 +103,67 @@ def long_poll_wakeup(server: OvernightProcess, samples: int) -> list[float]:
     return delays
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", type=Path, default=Path("results"))
-    args = parser.parse_args()
-    scale = 1 if args.quick else 4
-    results: dict[str, object] = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "when": datetime.now().isoformat(timespec="seconds"),
-    }
-    results["claim_to_complete_jobs_per_s"] = asyncio.run(claim_to_complete(5000 * scale))
-    with tempfile.TemporaryDirectory() as folder:
-        with OvernightProcess(Path(folder), engine="bench.noop_engine:create_engine") as server:
-            results.update(http_submit(server, single=500 * scale, bulk_batches=5 * scale, bulk_size=1000))
-            delays = long_poll_wakeup(server, samples=50 * scale)
-    results["long_poll_wakeup_ms"] = {"p50": percentile(delays, 0.5) * 1000, "p99": percentile(delays, 0.99) * 1000}
+def service_cpu(server: OvernightProcess, jobs: int) -> dict[str, float]:
+    """CPU seconds the service process spends on ``jobs`` jobs: bulk submit (1,000 per
+    request), dispatch into the no-op engine, and each result fetched once (long poll)."""
+    assert server.proc is not None
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    out_file = args.out / f"queue-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out_file.write_text(json.dumps(results, indent=2))
-    rows = [
-        ("submit, one job per request (sequential)", f"{results['submit_sequential_jobs_per_s']:.0f} jobs/s", ""),
-        ("submit, one job per request (16 concurrent)", f"{results['submit_16_concurrent_jobs_per_s']:.0f} jobs/s", ""),
-        ("submit, bulk (1,000 per request)", f"{results['submit_bulk_jobs_per_s']:.0f} jobs/s", ">= 2,000"),
-        ("claim-to-complete, no-op engine", f"{results['claim_to_complete_jobs_per_s']:.0f} jobs/s", ">= 1,000"),
-        ("long-poll wake-up p50", f"{results['long_poll_wakeup_ms']['p50']:.1f} ms", "< 50 ms"),
-        ("long-poll wake-up p99", f"{results['long_poll_wakeup_ms']['p99']:.1f} ms", "< 50 ms"),
-    ]
-    print(f"\nQueue throughput on SQLite, {os.cpu_count()} CPUs (raw numbers: {out_file})\n")
-    print("| measure | result | aim |\n|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    async def run() -> float:
+        async with AsyncClient(api_key=server.api_key, base_url=server.url, timeout=600,
+                               http_client=httpx.AsyncClient(limits=httpx.Limits(max_connections=64))) as client:
+            semaphore = asyncio.Semaphore(64)
+
+            async def fetch(job_id: str) -> None:
+                async with semaphore:
+                    job = await client.wait_for_job(job_id, timeout=600)
+                    assert job.state.value == "succeeded", job.state
+
+            before = cpu_seconds(server.proc.pid)
+            items = await client.send_jobs([call() for _ in range(jobs)])
+            await asyncio.gather(*(fetch(item.job.id) for item in items))
+            return cpu_seconds(server.proc.pid) - before
+
+    return {"jobs": jobs, "cpu_s": asyncio.run(run())}
+
+
+def phase_queue(config: dict[str, Any]) -> dict[str, Any]:
+    """Every queue measurement, ``config["cheap_repeats"]`` times; raw values per repeat."""
+    sizes = config["queue"]
+    runs: list[dict[str, Any]] = []
+    for _ in range(config["cheap_repeats"]):
+        walls: dict[str, float] = {}
+        clock = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal clock
+            walls[name], clock = time.perf_counter() - clock, time.perf_counter()
+
+        row: dict[str, Any] = {"claim_to_complete_jobs_per_s": asyncio.run(claim_to_complete(sizes["claim_jobs"]))}
+        lap("claim_to_complete")
+        with tempfile.TemporaryDirectory() as folder:
+            with OvernightProcess(Path(folder), engine=NOOP_ENGINE) as server:
+                assert server.proc is not None
+                lap("service_start")
+                with PeakRSS(server.proc.pid) as rss:
+                    row["service_cpu"] = service_cpu(server, sizes["cpu_jobs"])
+                    lap("service_cpu")
+                    row.update(http_submit(server, single=sizes["single"], bulk_batches=sizes["bulk_batches"],
+                                           bulk_size=1000))
+                    lap("http_submit")
+                    row["long_poll_wakeup_s"] = long_poll_wakeup(server, samples=sizes["long_poll_samples"])
+                    lap("long_poll")
+                row["service_peak_rss_bytes"] = rss.peak_bytes
+        row["wall_s"] = walls
+        runs.append(row)
+    return {"queue": {"runs": runs, "sizes": sizes}}
+
+
+def main() -> None:
+    import sys
+
+    from .__main__ import main as bench_main
+
+    sys.exit(bench_main(["run", "--only", "queue", *sys.argv[1:]]))
 
 
 if __name__ == "__main__":
