@@ -213,7 +213,9 @@ class N8n:
         lines = stdout.splitlines(keepends=True)
         for index, line in enumerate(lines):
             if line.startswith("{"):
-                return json.loads("".join(lines[index:]))
+                # log lines may also follow the JSON (the task runner registers late): decode one value
+                run, _end = json.JSONDecoder().raw_decode("".join(lines[index:]))
+                return run
         raise RuntimeError(f"n8n execute printed no JSON:\n{stdout[-3000:]}")
 
     # -- n8n start ---------------------------------------------------------------------------
